@@ -1,0 +1,12 @@
+//! Integration tests: real Postgres clusters from `pgbroker::sandbox`, real clients
+//! (tokio-postgres, psql, pgbench), the broker in-process on 127.0.0.1:0.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::err_expect)]
+
+mod auth;
+mod common;
+mod endings;
+mod pooling;
+mod protocol;
+mod state;
+mod tools;

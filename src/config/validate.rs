@@ -1,0 +1,279 @@
+//! Checks on parsed config values, and finding a key's line in the config text.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+
+use super::{
+    AuthMethod, Backend, Config, ConfigError, Listen, PasswordKind, PoolSettings, User, MD5_PREFIX,
+    SCRAM_PREFIX,
+};
+
+/// Smallest accepted `listen.max_message_size`: every startup packet must fit.
+const MIN_MESSAGE_SIZE: usize = 1024;
+
+/// Length of the SCRAM-SHA-256 stored key and server key.
+const SCRAM_KEY_LEN: usize = 32;
+
+/// Hex digits after "md5" in an md5 password.
+const MD5_HEX_LEN: usize = 32;
+
+/// What is wrong with a config value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reason {
+    /// A required string is empty.
+    #[error("must not be empty")]
+    Empty,
+    /// A number below its minimum.
+    #[error("must be at least {min}")]
+    TooSmall {
+        /// The smallest accepted value.
+        min: usize,
+    },
+    /// A timeout of zero.
+    #[error("must be longer than zero")]
+    ZeroDuration,
+    /// Not an `ip:port` socket address.
+    #[error("is not a socket address (ip:port)")]
+    NotSocketAddr,
+    /// A user name that an earlier `[[users]]` entry already has.
+    #[error("repeats the name of users[{first}]")]
+    DuplicateUser {
+        /// Index of the first user with this name.
+        first: usize,
+    },
+    /// An "md5…" password that is not "md5" + 32 hex digits.
+    #[error("starts with \"md5\" but is not \"md5\" followed by 32 hex digits")]
+    BadMd5,
+    /// A "SCRAM-SHA-256$…" password that does not parse.
+    #[error("is not a valid SCRAM-SHA-256 secret ({what}); expected SCRAM-SHA-256$<iterations>:<salt>$<stored key>:<server key>")]
+    BadScramSecret {
+        /// Which part is wrong.
+        what: &'static str,
+    },
+    /// `auth_method` cannot be verified from how the password is stored.
+    #[error(
+        "is {method:?} but the password is stored as {stored:?}, from which it cannot be verified"
+    )]
+    AuthMethodMismatch {
+        /// The configured method.
+        method: AuthMethod,
+        /// How the password is stored.
+        stored: PasswordKind,
+    },
+}
+
+/// Validates a whole config; the first problem found is returned (without a line yet).
+pub(super) fn config(config: &Config) -> Result<(), ConfigError> {
+    listen(&config.listen)?;
+    backend(&config.backend)?;
+    pool(&config.pool)?;
+    users(&config.users)
+}
+
+fn listen(listen: &Listen) -> Result<(), ConfigError> {
+    check("listen.addr", !listen.addr.is_empty(), Reason::Empty)?;
+    let is_addr = listen.addr.parse::<SocketAddr>().is_ok();
+    check("listen.addr", is_addr, Reason::NotSocketAddr)?;
+    at_least(
+        "listen.max_client_connections",
+        listen.max_client_connections,
+        1,
+    )?;
+    at_least(
+        "listen.max_message_size",
+        listen.max_message_size,
+        MIN_MESSAGE_SIZE,
+    )?;
+    positive("listen.startup_timeout", listen.startup_timeout)?;
+    positive("listen.shutdown_timeout", listen.shutdown_timeout)
+}
+
+fn backend(backend: &Backend) -> Result<(), ConfigError> {
+    check(
+        "backend.host",
+        !backend.host.trim().is_empty(),
+        Reason::Empty,
+    )?;
+    at_least("backend.port", usize::from(backend.port), 1)?;
+    positive("backend.connect_timeout", backend.connect_timeout)
+}
+
+fn pool(pool: &PoolSettings) -> Result<(), ConfigError> {
+    at_least("pool.size", pool.size, 1)?;
+    positive("pool.borrow_timeout", pool.borrow_timeout)?;
+    positive("pool.server_drain_timeout", pool.server_drain_timeout)
+}
+
+fn users(users: &[User]) -> Result<(), ConfigError> {
+    let mut seen = HashMap::new();
+    for (index, user) in users.iter().enumerate() {
+        self::user(index, user)?;
+        if let Some(&first) = seen.get(user.name.as_str()) {
+            return Err(invalid(
+                &user_key(index, "name"),
+                Reason::DuplicateUser { first },
+            ));
+        }
+        seen.insert(user.name.as_str(), index);
+    }
+    Ok(())
+}
+
+fn user(index: usize, user: &User) -> Result<(), ConfigError> {
+    check(
+        &user_key(index, "name"),
+        !user.name.is_empty(),
+        Reason::Empty,
+    )?;
+    let account_ok = user.account.as_deref().is_none_or(|a| !a.is_empty());
+    check(&user_key(index, "account"), account_ok, Reason::Empty)?;
+    password(&user_key(index, "password"), user)?;
+    auth_method(&user_key(index, "auth_method"), user)
+}
+
+fn password(key: &str, user: &User) -> Result<(), ConfigError> {
+    let password = user.password.as_str();
+    match user.password_kind() {
+        PasswordKind::Plain => check(key, !password.is_empty(), Reason::Empty),
+        PasswordKind::Md5 => check(key, is_md5_hash(password), Reason::BadMd5),
+        PasswordKind::ScramSha256 => check_scram_secret(password)
+            .map_err(|what| invalid(key, Reason::BadScramSecret { what })),
+    }
+}
+
+/// SCRAM cannot be verified from an md5 hash, nor md5 from a SCRAM secret.
+fn auth_method(key: &str, user: &User) -> Result<(), ConfigError> {
+    let (method, stored) = (user.auth_method(), user.password_kind());
+    let ok = !matches!(
+        (method, stored),
+        (AuthMethod::Md5, PasswordKind::ScramSha256) | (AuthMethod::ScramSha256, PasswordKind::Md5)
+    );
+    check(key, ok, Reason::AuthMethodMismatch { method, stored })
+}
+
+fn is_md5_hash(password: &str) -> bool {
+    password
+        .strip_prefix(MD5_PREFIX)
+        .is_some_and(|hex| hex.len() == MD5_HEX_LEN && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Checks the shape of `SCRAM-SHA-256$<iterations>:<salt>$<stored key>:<server key>`.
+fn check_scram_secret(secret: &str) -> Result<(), &'static str> {
+    let rest = secret.strip_prefix(SCRAM_PREFIX).ok_or("missing prefix")?;
+    let (params, keys) = rest.split_once('$').ok_or("missing `$` before the keys")?;
+    let (iterations, salt) = params
+        .split_once(':')
+        .ok_or("missing `:` after the iterations")?;
+    let (stored_key, server_key) = keys.split_once(':').ok_or("missing `:` between the keys")?;
+    match iterations.parse::<u32>() {
+        Ok(n) if n > 0 => {}
+        _ => return Err("iterations is not a positive integer"),
+    }
+    match BASE64.decode(salt) {
+        Ok(bytes) if !bytes.is_empty() => {}
+        _ => return Err("salt is not base64"),
+    }
+    for key in [stored_key, server_key] {
+        if BASE64.decode(key).map(|k| k.len()).ok() != Some(SCRAM_KEY_LEN) {
+            return Err("a key is not base64 of 32 bytes");
+        }
+    }
+    Ok(())
+}
+
+fn user_key(index: usize, field: &str) -> String {
+    format!("users[{index}].{field}")
+}
+
+fn check(key: &str, ok: bool, reason: Reason) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(key, reason))
+    }
+}
+
+fn at_least(key: &str, value: usize, min: usize) -> Result<(), ConfigError> {
+    check(key, value >= min, Reason::TooSmall { min })
+}
+
+fn positive(key: &str, value: Duration) -> Result<(), ConfigError> {
+    check(key, !value.is_zero(), Reason::ZeroDuration)
+}
+
+fn invalid(key: &str, reason: Reason) -> ConfigError {
+    ConfigError::Invalid {
+        path: None,
+        key: key.to_owned(),
+        line: None,
+        reason,
+    }
+}
+
+/// The 1-based line where dotted `key` (e.g. `pool.size`, `users[1].name`) is set, if the text
+/// sets it as `key = value` under a `[table]` header.
+pub(super) fn line_of(text: &str, key: &str) -> Option<usize> {
+    entries(text)
+        .into_iter()
+        .find(|(_, path)| path == key)
+        .map(|(line, _)| line)
+}
+
+/// The dotted key set on the line that contains byte `offset`, if that line sets one.
+pub(super) fn key_at(text: &str, offset: usize) -> Option<String> {
+    let line = text.get(..offset)?.matches('\n').count() + 1;
+    entries(text)
+        .into_iter()
+        .find(|(n, _)| *n == line)
+        .map(|(_, path)| path)
+}
+
+/// Every `key = value` line as (1-based line, dotted key). A cheap line scan, not a TOML
+/// parser: inline tables and multi-line values are not looked into.
+fn entries(text: &str) -> Vec<(usize, String)> {
+    let mut table = String::new();
+    let mut array_counts: HashMap<String, usize> = HashMap::new();
+    let mut out = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            table = header(line, &mut array_counts);
+        } else if let Some(key) = key_of(line) {
+            let path = if table.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{table}.{key}")
+            };
+            out.push((index + 1, path));
+        }
+    }
+    out
+}
+
+/// The path a `[table]` or `[[array]]` header opens; array entries get their index.
+fn header(line: &str, array_counts: &mut HashMap<String, usize>) -> String {
+    let name = line
+        .trim_start_matches('[')
+        .split(']')
+        .next()
+        .unwrap_or_default()
+        .trim();
+    if !line.starts_with("[[") {
+        return name.to_owned();
+    }
+    let count = array_counts.entry(name.to_owned()).or_insert(0);
+    *count += 1;
+    format!("{name}[{}]", *count - 1)
+}
+
+fn key_of(line: &str) -> Option<&str> {
+    if line.starts_with('#') {
+        return None;
+    }
+    let key = line.split_once('=')?.0.trim().trim_matches('"');
+    (!key.is_empty()).then_some(key)
+}

@@ -1,0 +1,474 @@
+//! One server connection: TCP connect, login as (user, database), the parameters Postgres
+//! reports, its cancel key, and the statements the broker runs on it itself.
+//!
+//! Login follows <https://www.postgresql.org/docs/current/protocol-flow.html>, split by
+//! phase: `startup`, `authenticate`, `read_info`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::message::backend::{ErrorResponseBody, Message};
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::state::Position;
+use crate::auth::Secret;
+use crate::error::{FrameError, LoginError, ServerError};
+use crate::protocol::frame::{cstr, whole_frame, Passthrough, Step};
+use crate::protocol::write;
+
+/// Parameter name → value.
+pub type Params = BTreeMap<String, String>;
+
+/// Who logs in to Postgres, and where.
+#[derive(Debug, Clone)]
+pub struct LoginTarget {
+    /// Backend host.
+    pub host: String,
+    /// Backend port.
+    pub port: u16,
+    /// Bound on connect + login.
+    pub connect_timeout: Duration,
+    /// Database.
+    pub database: String,
+    /// User.
+    pub user: String,
+    /// The user's password as configured.
+    pub secret: Secret,
+}
+
+impl LoginTarget {
+    /// "host:port", for messages.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Where to send a CancelRequest for the query running on a server connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CancelTarget {
+    /// The server's address.
+    pub addr: SocketAddr,
+    /// Backend process id.
+    pub pid: i32,
+    /// Backend secret key.
+    pub secret: i32,
+}
+
+/// A logged-in server connection.
+#[derive(Debug)]
+pub struct ServerConn {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Bytes read from the server and not yet handled.
+    pub rbuf: BytesMut,
+    /// Protocol position, kept by whoever forwards through this connection.
+    pub position: Position,
+    /// Parameters the server reported (ParameterStatus), kept current.
+    pub params: Params,
+    /// Unreported settings the broker SET on this connection for its current client.
+    pub extras: Params,
+    scan: Passthrough,
+    cancel: CancelTarget,
+    created: Instant,
+    broken: bool,
+}
+
+/// Fields of an ErrorResponse the broker reads.
+fn error_fields(body: &ErrorResponseBody) -> (String, String) {
+    let (mut code, mut message) = (String::new(), String::new());
+    let mut fields = body.fields();
+    while let Ok(Some(f)) = fields.next() {
+        let value = String::from_utf8_lossy(f.value_bytes()).into_owned();
+        match f.type_() {
+            b'C' => code = value,
+            b'M' => message = value,
+            _ => {}
+        }
+    }
+    (code, message)
+}
+
+impl ServerConn {
+    /// Connects and logs in, all within `target.connect_timeout`.
+    pub async fn connect(target: &LoginTarget) -> Result<ServerConn, LoginError> {
+        let after = target.connect_timeout;
+        match tokio::time::timeout(after, Self::connect_unbounded(target)).await {
+            Ok(result) => result,
+            Err(_) => Err(LoginError::Timeout {
+                addr: target.addr(),
+                after,
+            }),
+        }
+    }
+
+    async fn connect_unbounded(target: &LoginTarget) -> Result<ServerConn, LoginError> {
+        let connect_error = |source| LoginError::Connect {
+            addr: target.addr(),
+            source,
+        };
+        let stream = TcpStream::connect((target.host.as_str(), target.port))
+            .await
+            .map_err(connect_error)?;
+        stream.set_nodelay(true).map_err(connect_error)?;
+        let addr = stream.peer_addr().map_err(connect_error)?;
+        let mut conn = ServerConn {
+            stream,
+            rbuf: BytesMut::with_capacity(8192),
+            position: Position::default(),
+            params: Params::new(),
+            extras: Params::new(),
+            scan: Passthrough::default(),
+            cancel: CancelTarget {
+                addr,
+                pid: 0,
+                secret: 0,
+            },
+            created: Instant::now(),
+            broken: false,
+        };
+        conn.startup(target).await?;
+        conn.authenticate(target).await?;
+        conn.read_info().await?;
+        Ok(conn)
+    }
+
+    async fn startup(&mut self, target: &LoginTarget) -> Result<(), LoginError> {
+        let mut buf = BytesMut::new();
+        let params = [
+            ("user", target.user.as_str()),
+            ("database", target.database.as_str()),
+        ];
+        frontend::startup_message(params, &mut buf).map_err(ServerError::Io)?;
+        self.send(&buf).await?;
+        Ok(())
+    }
+
+    async fn authenticate(&mut self, target: &LoginTarget) -> Result<(), LoginError> {
+        let mut scram = None;
+        loop {
+            let mut out = BytesMut::new();
+            match self.read_message().await? {
+                Message::AuthenticationOk => return Ok(()),
+                Message::AuthenticationCleartextPassword => {
+                    frontend::password_message(plaintext(target)?.as_bytes(), &mut out)
+                }
+                Message::AuthenticationMd5Password(body) => frontend::password_message(
+                    md5_response(target, body.salt())?.as_bytes(),
+                    &mut out,
+                ),
+                Message::AuthenticationSasl(_) => {
+                    let client = ScramSha256::new(
+                        plaintext(target)?.as_bytes(),
+                        ChannelBinding::unsupported(),
+                    );
+                    let r = frontend::sasl_initial_response(
+                        "SCRAM-SHA-256",
+                        client.message(),
+                        &mut out,
+                    );
+                    scram = Some(client);
+                    r
+                }
+                Message::AuthenticationSaslContinue(body) => {
+                    sasl_step(&mut scram, body.data(), &mut out)?
+                }
+                Message::AuthenticationSaslFinal(body) => {
+                    let mut client = scram
+                        .take()
+                        .ok_or(FrameError::Malformed {
+                            what: "SASL final before start",
+                        })
+                        .map_err(ServerError::from)?;
+                    client.finish(body.data()).map_err(ServerError::Io)?;
+                    continue;
+                }
+                Message::ErrorResponse(body) => return Err(refused(&body)),
+                _ => return Err(LoginError::Unsupported { method: "unknown" }),
+            }
+            .map_err(ServerError::Io)?;
+            self.send(&out).await?;
+        }
+    }
+
+    async fn read_info(&mut self) -> Result<(), LoginError> {
+        loop {
+            match self.read_message().await? {
+                Message::ParameterStatus(body) => {
+                    let name = body.name().map_err(ServerError::Io)?.to_owned();
+                    let value = body.value().map_err(ServerError::Io)?.to_owned();
+                    self.params.insert(name, value);
+                }
+                Message::BackendKeyData(body) => {
+                    self.cancel.pid = body.process_id();
+                    self.cancel.secret = body.secret_key();
+                }
+                Message::ReadyForQuery(_) => return Ok(()),
+                Message::ErrorResponse(body) => return Err(refused(&body)),
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads one whole backend message, for the login only.
+    async fn read_message(&mut self) -> Result<Message, ServerError> {
+        loop {
+            if let Some(message) = Message::parse(&mut self.rbuf)? {
+                return Ok(message);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Reads more bytes from the server into `rbuf`. Cancel-safe.
+    pub async fn fill(&mut self) -> Result<(), ServerError> {
+        match self.stream.read_buf(&mut self.rbuf).await {
+            Ok(0) => Err(ServerError::Closed),
+            Ok(_) => Ok(()),
+            Err(e) => Err(ServerError::Io(e)),
+        }
+    }
+
+    /// Writes all of `bytes`. Not cancel-safe.
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), ServerError> {
+        self.stream.write_all(bytes).await.map_err(ServerError::Io)
+    }
+
+    /// Where a CancelRequest for this connection goes.
+    pub fn cancel_target(&self) -> CancelTarget {
+        self.cancel
+    }
+
+    /// When the connection was logged in.
+    pub fn created(&self) -> Instant {
+        self.created
+    }
+
+    /// Marks the connection unusable; the pool will not hand it out again.
+    pub fn mark_broken(&mut self) {
+        self.broken = true;
+    }
+
+    /// Idle in the protocol with nothing unread: may serve another client.
+    pub fn at_rest(&self) -> bool {
+        self.position.is_idle() && self.rbuf.is_empty() && !self.scan.mid_frame()
+    }
+
+    /// Cheap synchronous health check for the pool's recycle: not marked broken, at rest,
+    /// and the socket not closed by the server.
+    pub fn is_reusable(&self) -> bool {
+        if self.broken || !self.at_rest() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// Runs `sql` (simple protocol) and swallows its results up to ReadyForQuery, keeping
+    /// `params` current; an ErrorResponse becomes `ServerError::Statement`. Not cancel-safe.
+    pub async fn run(&mut self, sql: &str, what: &'static str) -> Result<(), ServerError> {
+        let mut out = BytesMut::new();
+        write::query(&mut out, sql);
+        self.send(&out).await?;
+        self.position.sent(b'Q');
+        self.drain(what).await
+    }
+
+    /// Reads and discards server messages until the position is quiet, keeping `params`
+    /// current; the first ErrorResponse is returned once the server is at rest.
+    pub async fn drain(&mut self, what: &'static str) -> Result<(), ServerError> {
+        let mut failure = None;
+        while !self.position.is_quiet() {
+            let Some((header, body)) = whole_frame(&self.rbuf)? else {
+                self.fill().await?;
+                continue;
+            };
+            let len = header.frame_len();
+            observe(&mut self.position, &mut self.params, header.tag, body);
+            if header.tag == b'E' && failure.is_none() {
+                failure = Some(statement_error(what, body));
+            }
+            self.rbuf.advance(len);
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Updates position and parameters from one server frame the broker saw whole.
+    pub fn observe(&mut self, tag: u8, body: &[u8]) {
+        observe(&mut self.position, &mut self.params, tag, body);
+    }
+
+    /// Moves what the server sent into `out` (for the client), keeping position and
+    /// parameters; `on_param` hears each ParameterStatus. Large rows stream through
+    /// without being buffered whole.
+    pub fn forward_into(
+        &mut self,
+        out: &mut BytesMut,
+        mut on_param: impl FnMut(&str, &str),
+    ) -> Result<(), FrameError> {
+        while let Some(step) = self.scan.next(&self.rbuf, Position::watches)? {
+            if let Step::Frame(header, body, _) = &step {
+                if let Some((name, value)) =
+                    observe(&mut self.position, &mut self.params, header.tag, body)
+                {
+                    on_param(name, value);
+                }
+            }
+            let len = step.len();
+            out.extend_from_slice(&self.rbuf[..len]);
+            self.rbuf.advance(len);
+        }
+        Ok(())
+    }
+
+    /// Brings a connection whose client left back to rest: sends what was still queued
+    /// for it (`pending`, whole frames), cancels a running query, ends COPY and open
+    /// pipelines, rolls back, and with `discard_all` resets the session. An error means the
+    /// connection must be closed. Not cancel-safe (the caller bounds it with a timeout and
+    /// closes the connection when it fires).
+    pub async fn settle(&mut self, pending: &[u8], discard_all: bool) -> Result<(), ServerError> {
+        self.send(pending).await?;
+        if !self.position.is_quiet() {
+            self.stop_in_flight().await?;
+        }
+        if self.position.status != b'I' {
+            self.run("ROLLBACK", "rollback").await?;
+        }
+        if discard_all {
+            self.run("DISCARD ALL", "session reset").await?;
+            self.extras.clear();
+        }
+        Ok(())
+    }
+
+    async fn stop_in_flight(&mut self) -> Result<(), ServerError> {
+        let cancelled = self.position.outstanding > 0;
+        if cancelled {
+            // Best effort: if it is not delivered, the drain below waits for the query.
+            let _ = crate::cancel::send_cancel(self.cancel).await;
+        }
+        let mut out = BytesMut::new();
+        if self.position.copy_in {
+            write::copy_fail(&mut out, "pgbroker: client disconnected");
+            self.position.sent(b'f');
+        }
+        if self.position.unsynced || !out.is_empty() {
+            write::sync(&mut out);
+            self.position.sent(b'S');
+        }
+        self.send(&out).await?;
+        match self.drain("abandoned query").await {
+            // The cancel was consumed by the query it was meant for.
+            Err(ServerError::Statement { code, .. }) if code == "57014" => Ok(()),
+            // A cancel that found nothing to cancel may still hit the next query: close.
+            Ok(()) | Err(ServerError::Statement { .. }) if cancelled => Err(ServerError::Closed),
+            Ok(()) | Err(ServerError::Statement { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for ServerConn {
+    /// Says goodbye (Terminate) when it can without blocking, so Postgres logs no error.
+    fn drop(&mut self) {
+        let _ = self.stream.try_write(b"X\0\0\0\x04");
+    }
+}
+
+/// Position and parameter bookkeeping for one whole server frame; returns a reported
+/// parameter change.
+fn observe<'a>(
+    position: &mut Position,
+    params: &mut Params,
+    tag: u8,
+    body: &'a [u8],
+) -> Option<(&'a str, &'a str)> {
+    position.received(tag, body);
+    if tag != b'S' {
+        return None;
+    }
+    let (name, rest) = cstr(body).ok()?;
+    let (value, _) = cstr(rest).ok()?;
+    params.insert(name.to_owned(), value.to_owned());
+    Some((name, value))
+}
+
+fn statement_error(what: &'static str, body: &[u8]) -> ServerError {
+    let (mut code, mut message) = (String::new(), String::new());
+    let mut rest = body;
+    while let Some((&field, tail)) = rest.split_first() {
+        let Ok((value, tail)) = cstr(tail) else { break };
+        match field {
+            b'C' => code = value.to_owned(),
+            b'M' => message = value.to_owned(),
+            _ => {}
+        }
+        rest = tail;
+    }
+    ServerError::Statement {
+        what,
+        code,
+        message,
+    }
+}
+
+fn refused(body: &ErrorResponseBody) -> LoginError {
+    let (code, message) = error_fields(body);
+    LoginError::Refused { code, message }
+}
+
+fn plaintext(target: &LoginTarget) -> Result<&str, LoginError> {
+    match &target.secret {
+        Secret::Plain(password) => Ok(password),
+        Secret::Md5(_) => Err(LoginError::Unsupported {
+            method: "SCRAM-SHA-256 or cleartext with an md5 secret",
+        }),
+        Secret::Scram(_) => Err(LoginError::Unsupported {
+            method: "login with a SCRAM secret",
+        }),
+    }
+}
+
+/// "md5" + md5(md5(password + user) + salt); an md5 secret already is the inner hash.
+fn md5_response(target: &LoginTarget, salt: [u8; 4]) -> Result<String, LoginError> {
+    match &target.secret {
+        Secret::Plain(password) => Ok(postgres_protocol::authentication::md5_hash(
+            target.user.as_bytes(),
+            password.as_bytes(),
+            salt,
+        )),
+        Secret::Md5(hash) => {
+            use md5::Digest;
+            let mut md5 = md5::Md5::new();
+            md5.update(hash.get(3..).unwrap_or_default().as_bytes());
+            md5.update(salt);
+            Ok(format!("md5{}", hex(&md5.finalize())))
+        }
+        Secret::Scram(_) => Err(LoginError::Unsupported {
+            method: "md5 with a SCRAM secret",
+        }),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn sasl_step(
+    scram: &mut Option<ScramSha256>,
+    data: &[u8],
+    out: &mut BytesMut,
+) -> Result<std::io::Result<()>, LoginError> {
+    let client = scram
+        .as_mut()
+        .ok_or(ServerError::Protocol(FrameError::Malformed {
+            what: "SASL continue before start",
+        }))?;
+    client.update(data).map_err(ServerError::Io)?;
+    Ok(frontend::sasl_response(client.message(), out))
+}

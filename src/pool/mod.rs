@@ -1,0 +1,205 @@
+//! Server connections and their pools: one deadpool pool per (database, user), with a tiny
+//! `Manager` (create = connect + login; recycle = synchronous checks).
+
+pub mod conn;
+pub mod state;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use deadpool::managed::{self, Metrics, PoolError, QueueMode, RecycleError, RecycleResult};
+use deadpool::Runtime;
+
+pub use conn::{CancelTarget, LoginTarget, Params, ServerConn};
+pub use state::Position;
+
+use crate::auth::Secret;
+use crate::error::{BorrowError, LoginError};
+
+/// The deadpool manager of one (database, user) pool.
+#[derive(Debug)]
+pub struct Manager {
+    target: LoginTarget,
+    /// Parameters reported by the latest fresh login: what a new client is greeted with.
+    baseline: Mutex<Option<Arc<Params>>>,
+}
+
+impl managed::Manager for Manager {
+    type Type = ServerConn;
+    type Error = LoginError;
+
+    async fn create(&self) -> Result<ServerConn, LoginError> {
+        let conn = ServerConn::connect(&self.target).await?;
+        *self.baseline.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(Arc::new(conn.params.clone()));
+        Ok(conn)
+    }
+
+    async fn recycle(&self, conn: &mut ServerConn, _: &Metrics) -> RecycleResult<LoginError> {
+        if conn.is_reusable() {
+            Ok(())
+        } else {
+            Err(RecycleError::message("server connection not reusable"))
+        }
+    }
+}
+
+/// A server connection checked out of its pool; dropping it gives it back.
+pub type Borrowed = managed::Object<Manager>;
+
+/// One (database, user) pool.
+#[derive(Clone, Debug)]
+pub struct Pool {
+    inner: managed::Pool<Manager>,
+}
+
+/// Settings every pool shares.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// Server connections per pool.
+    pub size: usize,
+    /// Longest wait for a server connection.
+    pub borrow_timeout: Duration,
+}
+
+impl Pool {
+    fn new(target: LoginTarget, options: &PoolOptions) -> Pool {
+        let manager = Manager {
+            target,
+            baseline: Mutex::new(None),
+        };
+        let inner = managed::Pool::builder(manager)
+            .max_size(options.size)
+            .queue_mode(QueueMode::Fifo)
+            .wait_timeout(Some(options.borrow_timeout))
+            .runtime(Runtime::Tokio1)
+            .build();
+        // build() fails only without a runtime for timeouts, and one is set just above.
+        Pool {
+            inner: inner.unwrap_or_else(|_| unreachable!("runtime is set")),
+        }
+    }
+
+    /// Checks out a server connection, waiting at most the borrow timeout for a free one.
+    /// Cancel-safe: a dropped wait leaves the queue.
+    pub async fn get(&self) -> Result<Borrowed, BorrowError> {
+        let started = Instant::now();
+        self.inner.get().await.map_err(|e| match e {
+            PoolError::Timeout(_) => BorrowError::PoolFull {
+                database: self.target().database.clone(),
+                user: self.target().user.clone(),
+                waited: started.elapsed(),
+            },
+            PoolError::Backend(login) => BorrowError::Login(login),
+            _ => BorrowError::Closed,
+        })
+    }
+
+    /// The parameters a new client of this pool is greeted with; logs in a first server
+    /// connection when none was made yet.
+    pub async fn baseline(&self) -> Result<Arc<Params>, BorrowError> {
+        if let Some(params) = self.cached_baseline() {
+            return Ok(params);
+        }
+        let conn = self.get().await?;
+        drop(conn);
+        self.cached_baseline().ok_or(BorrowError::Closed)
+    }
+
+    fn cached_baseline(&self) -> Option<Arc<Params>> {
+        self.inner
+            .manager()
+            .baseline
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Who this pool logs in as.
+    pub fn target(&self) -> &LoginTarget {
+        &self.inner.manager().target
+    }
+
+    /// Counts of connections (size) and idle ones (available).
+    pub fn status(&self) -> managed::Status {
+        self.inner.status()
+    }
+
+    /// Closes the pool: waiters fail, idle connections are dropped.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    /// Discards a checked-out connection instead of giving it back.
+    pub fn discard(conn: Borrowed) {
+        drop(managed::Object::take(conn));
+    }
+}
+
+/// Where new pools log in.
+#[derive(Debug, Clone)]
+pub struct BackendAddr {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Bound on connect + login.
+    pub connect_timeout: Duration,
+}
+
+/// All pools, created on first use per (database, user).
+#[derive(Debug)]
+pub struct Pools {
+    backend: BackendAddr,
+    options: PoolOptions,
+    pools: Mutex<HashMap<(String, String), Pool>>,
+}
+
+impl Pools {
+    /// No pools yet.
+    pub fn new(backend: BackendAddr, options: PoolOptions) -> Pools {
+        Pools {
+            backend,
+            options,
+            pools: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The pool of (database, user), created on first use with the user's secret.
+    pub fn get(&self, database: &str, user: &str, secret: &Secret) -> Pool {
+        let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (database.to_owned(), user.to_owned());
+        pools
+            .entry(key)
+            .or_insert_with(|| {
+                let target = LoginTarget {
+                    host: self.backend.host.clone(),
+                    port: self.backend.port,
+                    connect_timeout: self.backend.connect_timeout,
+                    database: database.to_owned(),
+                    user: user.to_owned(),
+                    secret: secret.clone(),
+                };
+                Pool::new(target, &self.options)
+            })
+            .clone()
+    }
+
+    /// Every pool, for shutdown and gauges.
+    pub fn all(&self) -> Vec<Pool> {
+        self.pools
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Closes every pool.
+    pub fn close(&self) {
+        for pool in self.all() {
+            pool.close();
+        }
+    }
+}

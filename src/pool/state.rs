@@ -1,0 +1,115 @@
+//! Where a server connection stands in the protocol, as seen from the messages the broker
+//! forwards: how many Syncs/Queries await their ReadyForQuery, whether messages were sent
+//! since the last Sync, COPY IN, and the last transaction status.
+
+/// Protocol position of one server connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// Query / Sync / FunctionCall messages sent whose ReadyForQuery has not come back.
+    pub outstanding: u32,
+    /// Extended-protocol messages were sent after the last Sync.
+    pub unsynced: bool,
+    /// The server is in COPY IN and waits for CopyData from the client.
+    pub copy_in: bool,
+    /// Transaction status of the last ReadyForQuery: 'I', 'T' or 'E'.
+    pub status: u8,
+}
+
+impl Default for Position {
+    fn default() -> Self {
+        Position {
+            outstanding: 0,
+            unsynced: false,
+            copy_in: false,
+            status: b'I',
+        }
+    }
+}
+
+impl Position {
+    /// Accounts for a client message about to be sent to the server.
+    pub fn sent(&mut self, tag: u8) {
+        match tag {
+            b'Q' | b'F' => self.outstanding += 1,
+            b'S' => {
+                self.outstanding += 1;
+                self.unsynced = false;
+            }
+            b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => self.unsynced = true,
+            b'c' | b'f' => self.copy_in = false,
+            _ => {}
+        }
+    }
+
+    /// Accounts for a server message; `body` is its body (only read for 'Z').
+    pub fn received(&mut self, tag: u8, body: &[u8]) {
+        match tag {
+            b'Z' => {
+                self.outstanding = self.outstanding.saturating_sub(1);
+                self.copy_in = false;
+                self.status = body.first().copied().unwrap_or(b'E');
+            }
+            b'G' => self.copy_in = true,
+            _ => {}
+        }
+    }
+
+    /// Nothing in flight and no transaction open: the connection may serve another client.
+    pub fn is_idle(&self) -> bool {
+        self.outstanding == 0 && !self.unsynced && !self.copy_in && self.status == b'I'
+    }
+
+    /// Nothing in flight (a transaction may still be open).
+    pub fn is_quiet(&self) -> bool {
+        self.outstanding == 0 && !self.unsynced && !self.copy_in
+    }
+
+    /// The server tags whose whole frame the broker must see to keep this position.
+    pub fn watches(tag: u8) -> bool {
+        matches!(tag, b'Z' | b'G' | b'S')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipelined_queries_keep_the_server_until_the_last_ready() {
+        let mut p = Position::default();
+        p.sent(b'Q');
+        p.sent(b'Q');
+        p.received(b'Z', b"I");
+        assert!(!p.is_idle());
+        p.received(b'Z', b"I");
+        assert!(p.is_idle());
+    }
+
+    #[test]
+    fn extended_without_sync_is_not_idle() {
+        let mut p = Position::default();
+        for t in *b"PBES" {
+            p.sent(t);
+        }
+        p.sent(b'P');
+        p.received(b'Z', b"I");
+        assert!(!p.is_idle());
+        p.sent(b'S');
+        p.received(b'Z', b"I");
+        assert!(p.is_idle());
+    }
+
+    #[test]
+    fn open_transaction_and_copy_in() {
+        let mut p = Position::default();
+        p.sent(b'Q');
+        p.received(b'Z', b"T");
+        assert!(!p.is_idle() && p.is_quiet());
+        p.sent(b'Q');
+        p.received(b'G', b"");
+        assert!(!p.is_quiet());
+        p.sent(b'c');
+        p.received(b'Z', b"T");
+        assert!(p.is_quiet());
+    }
+}

@@ -1,0 +1,167 @@
+//! The Broker: binds the listener, accepts clients (bounded by
+//! listen.max_client_connections), runs one task per session under a TaskTracker, and
+//! shuts down with a bounded drain: stop accepting, end idle sessions with 57P01, let
+//! transactions in flight finish within listen.shutdown_timeout, then end the rest and
+//! close the pools.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{KeyCache, Secret};
+use crate::cancel::CancelRegistry;
+use crate::config::Config;
+use crate::error::{Error, SessionError};
+use crate::pool::{BackendAddr, PoolOptions, Pools};
+use crate::protocol::write;
+use crate::session::{self, Shared, UserEntry};
+
+/// A bound, ready-to-run broker.
+#[derive(Debug)]
+pub struct Broker {
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tracker: TaskTracker,
+}
+
+impl Broker {
+    /// Validates the configuration and binds listen.addr.
+    pub async fn bind(config: Config) -> Result<Broker, Error> {
+        config.validate()?;
+        let users = users(&config)?;
+        let listener = TcpListener::bind(&config.listen.addr)
+            .await
+            .map_err(|source| Error::Listen {
+                addr: config.listen.addr.clone(),
+                source,
+            })?;
+        let backend = BackendAddr {
+            host: config.backend.host.clone(),
+            port: config.backend.port,
+            connect_timeout: config.backend.connect_timeout,
+        };
+        let options = PoolOptions {
+            size: config.pool.size,
+            borrow_timeout: config.pool.borrow_timeout,
+        };
+        let shared = Shared {
+            config: Arc::new(config),
+            users,
+            keys: KeyCache::new(),
+            pools: Pools::new(backend, options),
+            cancels: Arc::new(CancelRegistry::default()),
+            shutdown: CancellationToken::new(),
+            abort: CancellationToken::new(),
+        };
+        Ok(Broker {
+            shared: Arc::new(shared),
+            listener,
+            tracker: TaskTracker::new(),
+        })
+    }
+
+    /// The address clients connect to (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// A token that starts a graceful shutdown when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shared.shutdown.clone()
+    }
+
+    /// Serves until `signal` completes (or the shutdown token is cancelled), then drains.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) {
+        let shutdown = self.shared.shutdown.clone();
+        tokio::select! {
+            () = self.accept_loop() => {}
+            () = signal => {}
+            () = shutdown.cancelled() => {}
+        }
+        self.drain().await;
+    }
+
+    async fn accept_loop(&self) {
+        let slots = Arc::new(Semaphore::new(
+            self.shared.config.listen.max_client_connections,
+        ));
+        loop {
+            let (stream, _) = match self.listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let shared = Arc::clone(&self.shared);
+            match Arc::clone(&slots).try_acquire_owned() {
+                Ok(permit) => self.tracker.spawn(async move {
+                    session::serve(stream, shared).await;
+                    drop(permit);
+                }),
+                Err(_) => self
+                    .tracker
+                    .spawn(refuse(stream, shared.config.listen.max_client_connections)),
+            };
+        }
+    }
+
+    async fn drain(self) {
+        self.shared.shutdown.cancel();
+        drop(self.listener);
+        self.tracker.close();
+        let grace = self.shared.config.listen.shutdown_timeout;
+        tracing::info!(sessions = self.tracker.len(), ?grace, "shutting down");
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                sessions = self.tracker.len(),
+                "grace period over; ending the remaining sessions"
+            );
+            self.shared.abort.cancel();
+            self.tracker.wait().await;
+        }
+        self.shared.pools.close();
+    }
+}
+
+/// Tells a client over listen.max_client_connections why it is turned away.
+async fn refuse(mut stream: TcpStream, max: usize) {
+    let mut buf = BytesMut::new();
+    if let Some(m) = (SessionError::TooManyClients { max }).client_message() {
+        write::error_response(&mut buf, m.severity, &m.code, &m.text, m.hint);
+    }
+    let _ = stream.write_all(&buf).await;
+}
+
+fn users(config: &Config) -> Result<HashMap<String, UserEntry>, Error> {
+    config
+        .users
+        .iter()
+        .map(|user| {
+            let secret = Secret::parse(&user.password).map_err(|source| Error::User {
+                name: user.name.clone(),
+                source,
+            })?;
+            let entry = UserEntry {
+                secret,
+                method: user.auth_method(),
+                account: user.account().to_owned(),
+            };
+            Ok((user.name.clone(), entry))
+        })
+        .collect()
+}

@@ -1,0 +1,376 @@
+//! The forwarding loop of one greeted client. Client and server bytes are pumped both ways
+//! at once (a full-duplex `select!` over cancel-safe reads and writes), so neither side can
+//! deadlock the other with a large pipeline or COPY. A server connection is borrowed at the
+//! first message of a transaction and given back at ReadyForQuery 'I' unless the session
+//! holds it (session mode, or pinned by session state).
+
+use std::mem;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{ReadHalf, WriteHalf};
+
+use super::params::ClientParams;
+use super::startup::ClientIo;
+use super::{Greeted, Shared};
+use crate::cancel::CancelKey;
+use crate::config::{OnClientDisconnect, PoolMode};
+use crate::error::{ClientMessage, FrameError, ServerError, SessionError};
+use crate::pool::{Borrowed, Pool};
+use crate::protocol::query::{pin_reason, PinReason};
+use crate::protocol::write;
+use crate::protocol::Header;
+
+/// Past this many bytes queued for one side, the loop stops reading from the other.
+const HIGH_WATER: usize = 256 * 1024;
+
+/// Message types a client may send once started.
+const FRONTEND_TAGS: &[u8] = b"BCdcfDEHFPQS";
+
+/// Why a server connection is held by a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// For the current transaction only.
+    Transaction,
+    /// For the session (pool.mode = "session").
+    Session,
+    /// For the session, because it left state on the server.
+    Pinned(PinReason),
+}
+
+/// The client's link to a server connection. One per session, never in a collection, so
+/// the connection stays inline rather than behind another allocation per borrow.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+enum Link {
+    Idle,
+    Held(Borrowed, Hold),
+}
+
+enum Event {
+    ClientRead(std::io::Result<usize>),
+    ClientWrote(std::io::Result<usize>),
+    ServerRead(std::io::Result<usize>),
+    ServerWrote(std::io::Result<usize>),
+    Shutdown,
+}
+
+/// One greeted client and its forwarding state.
+pub struct Session<'a> {
+    io: &'a mut ClientIo,
+    shared: &'a Shared,
+    pool: Pool,
+    params: ClientParams,
+    key: CancelKey,
+    link: Link,
+    /// Whole client frames queued for the server.
+    to_server: BytesMut,
+    /// After a failed borrow in the extended protocol: drop messages up to Sync.
+    skipping: bool,
+}
+
+impl<'a> Session<'a> {
+    /// Starts the loop for a greeted client.
+    pub fn new(io: &'a mut ClientIo, shared: &'a Shared, greeted: Greeted) -> Self {
+        Session {
+            io,
+            shared,
+            pool: greeted.pool,
+            params: greeted.params,
+            key: greeted.key,
+            link: Link::Idle,
+            to_server: BytesMut::with_capacity(8192),
+            skipping: false,
+        }
+    }
+
+    /// Serves the client until it leaves, then releases its server connection.
+    pub async fn run(mut self) -> Result<(), SessionError> {
+        let result = self.pump().await;
+        self.finish().await;
+        result
+    }
+
+    async fn pump(&mut self) -> Result<(), SessionError> {
+        loop {
+            if !self.client_frames().await? {
+                return Ok(());
+            }
+            match self.next_event().await {
+                Event::ClientRead(read) => {
+                    if read? == 0 {
+                        return Ok(());
+                    }
+                }
+                Event::ClientWrote(wrote) => self.io.wbuf.advance(wrote?),
+                Event::ServerRead(read) => {
+                    if read.map_err(ServerError::Io)? == 0 {
+                        return Err(ServerError::Closed.into());
+                    }
+                    self.server_bytes()?;
+                }
+                Event::ServerWrote(wrote) => {
+                    self.to_server.advance(wrote.map_err(ServerError::Io)?)
+                }
+                Event::Shutdown => return Err(SessionError::Shutdown),
+            }
+        }
+    }
+
+    /// Waits for the next thing to do. Every branch is cancel-safe (`read_buf`, `write`).
+    async fn next_event(&mut self) -> Event {
+        let Session {
+            io,
+            shared,
+            link,
+            to_server,
+            ..
+        } = self;
+        let (mut client_r, mut client_w) = io.stream.split();
+        let (server, at_rest) = match link {
+            Link::Held(conn, _) => {
+                let at_rest = conn.at_rest();
+                (Some(&mut **conn), at_rest)
+            }
+            Link::Idle => (None, true),
+        };
+        let (mut server_r, mut server_w) = match server {
+            Some(c) => {
+                let (r, w) = c.stream.split();
+                (Some((r, &mut c.rbuf)), Some(w))
+            }
+            None => (None, None),
+        };
+        let read_client = to_server.len() < HIGH_WATER;
+        let read_server = io.wbuf.len() < HIGH_WATER;
+        tokio::select! {
+            biased;
+            _ = shared.abort.cancelled() => Event::Shutdown,
+            _ = shared.shutdown.cancelled(), if at_rest && io.wbuf.is_empty() => Event::Shutdown,
+            wrote = client_w.write(&io.wbuf), if !io.wbuf.is_empty() => Event::ClientWrote(wrote),
+            wrote = server_write(&mut server_w, to_server), if !to_server.is_empty() => Event::ServerWrote(wrote),
+            read = server_read(&mut server_r), if read_server => Event::ServerRead(read),
+            read = client_r.read_buf(&mut io.rbuf), if read_client => Event::ClientRead(read),
+        }
+    }
+
+    /// Handles the whole client frames buffered so far; false when the client said Terminate.
+    async fn client_frames(&mut self) -> Result<bool, SessionError> {
+        while self.to_server.len() < HIGH_WATER {
+            let Some(header) = Header::parse(&self.io.rbuf)? else {
+                break;
+            };
+            header.check_size(self.shared.config.listen.max_message_size)?;
+            let len = header.frame_len();
+            if self.io.rbuf.len() < len {
+                self.io.rbuf.reserve(len - self.io.rbuf.len());
+                break;
+            }
+            match header.tag {
+                b'X' => return Ok(false),
+                tag if !FRONTEND_TAGS.contains(&tag) => {
+                    return Err(FrameError::UnexpectedTag { tag }.into())
+                }
+                _ => {}
+            }
+            self.client_frame(header.tag, len).await?;
+        }
+        Ok(true)
+    }
+
+    /// Forwards one whole client frame (`len` bytes at the front of the read buffer),
+    /// borrowing a server connection first when none is held.
+    async fn client_frame(&mut self, tag: u8, len: usize) -> Result<(), SessionError> {
+        let idle = matches!(self.link, Link::Idle);
+        // CopyData/Done/Fail outside COPY are ignored, as Postgres ignores them.
+        if self.skipping || (idle && matches!(tag, b'd' | b'c' | b'f')) {
+            self.skip_frame(tag, len);
+            return Ok(());
+        }
+        if idle && !self.borrow(tag).await? {
+            self.skip_frame(tag, len);
+            return Ok(());
+        }
+        let Link::Held(conn, hold) = &mut self.link else {
+            return Ok(());
+        };
+        if *hold == Hold::Transaction {
+            if let Some(reason) = statement_pin(tag, &self.io.rbuf[..len], &self.params) {
+                tracing::debug!(
+                    reason = reason.as_str(),
+                    "session pinned to its server connection"
+                );
+                *hold = Hold::Pinned(reason);
+            }
+        }
+        conn.position.sent(tag);
+        self.to_server.extend_from_slice(&self.io.rbuf[..len]);
+        self.io.rbuf.advance(len);
+        Ok(())
+    }
+
+    /// Drops a frame the server will never see; a Sync ends the skipping with ReadyForQuery.
+    fn skip_frame(&mut self, tag: u8, len: usize) {
+        self.io.rbuf.advance(len);
+        if self.skipping && tag == b'S' {
+            self.skipping = false;
+            write::ready_for_query(&mut self.io.wbuf, b'I');
+        }
+    }
+
+    /// Checks out a server connection and brings it to the client's settings. On a failed
+    /// borrow the client gets an ERROR and its session stays usable (false is returned).
+    async fn borrow(&mut self, tag: u8) -> Result<bool, SessionError> {
+        self.io.flush().await?;
+        let conn = match self.pool.get().await {
+            Ok(conn) => conn,
+            Err(crate::error::BorrowError::Closed) => return Err(SessionError::Shutdown),
+            Err(e) => {
+                tracing::debug!(error = %e, "borrow failed");
+                self.fail_statement(tag, &e.client_message(false));
+                return Ok(false);
+            }
+        };
+        let conn = self.apply_params(conn).await?;
+        self.key.serve(Some(conn.cancel_target()));
+        let hold = match self.shared.config.pool.mode {
+            PoolMode::Transaction => Hold::Transaction,
+            PoolMode::Session => Hold::Session,
+        };
+        self.link = Link::Held(conn, hold);
+        Ok(true)
+    }
+
+    /// Reports a statement-level error the way Postgres would: at once, then ReadyForQuery
+    /// for a simple Query (or a lone Sync), or after skipping to the next Sync otherwise.
+    fn fail_statement(&mut self, tag: u8, message: &ClientMessage) {
+        write::error_response(
+            &mut self.io.wbuf,
+            message.severity,
+            &message.code,
+            &message.text,
+            message.hint,
+        );
+        match tag {
+            b'Q' | b'F' | b'S' => write::ready_for_query(&mut self.io.wbuf, b'I'),
+            _ => self.skipping = true,
+        }
+    }
+
+    /// Replays the client's settings on a server connection that differs.
+    async fn apply_params(&mut self, mut conn: Borrowed) -> Result<Borrowed, SessionError> {
+        let Some(sql) = self.params.sync_sql(&conn) else {
+            return Ok(conn);
+        };
+        match conn.run(&sql, "session parameters").await {
+            Ok(()) => {}
+            Err(ServerError::Statement { code, message, .. }) => {
+                let name = self
+                    .params
+                    .extras
+                    .keys()
+                    .chain(self.params.reported.keys())
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(SessionError::Parameter {
+                    name,
+                    code,
+                    message,
+                });
+            }
+            Err(e) => {
+                Pool::discard(conn);
+                return Err(e.into());
+            }
+        }
+        for (name, value) in self.params.adopt(&mut conn) {
+            write::parameter_status(&mut self.io.wbuf, &name, &value);
+        }
+        Ok(conn)
+    }
+
+    /// Moves server bytes to the client and gives the server back at rest.
+    fn server_bytes(&mut self) -> Result<(), SessionError> {
+        let Link::Held(conn, hold) = &mut self.link else {
+            return Ok(());
+        };
+        let params = &mut self.params;
+        conn.forward_into(&mut self.io.wbuf, |name, value| {
+            params.reported_by_server(name, value)
+        })
+        .map_err(ServerError::from)?;
+        if *hold == Hold::Transaction && conn.at_rest() && self.to_server.is_empty() {
+            self.key.serve(None);
+            self.link = Link::Idle;
+        }
+        Ok(())
+    }
+
+    /// Gives the server connection back at the end of the session, settled and reset, or
+    /// closes it when that cannot be done within pool.server_drain_timeout.
+    async fn finish(&mut self) {
+        let Link::Held(mut conn, hold) = mem::replace(&mut self.link, Link::Idle) else {
+            return;
+        };
+        self.key.serve(None);
+        let pool = &self.shared.config.pool;
+        let reset = hold != Hold::Transaction;
+        if !conn.at_rest() && pool.on_client_disconnect == OnClientDisconnect::Close {
+            // Postgres notices a closed socket only between statements: stop the running
+            // one first so its locks go now, not when it finishes.
+            if conn.position.outstanding > 0 {
+                let cancel = crate::cancel::send_cancel(conn.cancel_target());
+                let _ = tokio::time::timeout(pool.server_drain_timeout, cancel).await;
+            }
+            Pool::discard(conn);
+            return;
+        }
+        if conn.at_rest() && !reset && self.to_server.is_empty() {
+            return;
+        }
+        let pending = mem::take(&mut self.to_server);
+        let settled =
+            tokio::time::timeout(pool.server_drain_timeout, conn.settle(&pending, reset)).await;
+        if !matches!(settled, Ok(Ok(()))) {
+            tracing::debug!(?settled, "server connection closed instead of reused");
+            Pool::discard(conn);
+        }
+    }
+}
+
+async fn server_write(
+    server: &mut Option<WriteHalf<'_>>,
+    buf: &BytesMut,
+) -> std::io::Result<usize> {
+    match server {
+        Some(w) => w.write(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn server_read(server: &mut Option<(ReadHalf<'_>, &mut BytesMut)>) -> std::io::Result<usize> {
+    match server {
+        Some((r, buf)) => r.read_buf(*buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Does this client frame leave session state behind on the server?
+fn statement_pin(tag: u8, frame: &[u8], params: &ClientParams) -> Option<PinReason> {
+    let body = frame.get(crate::protocol::HEADER_LEN..)?;
+    let sql = match tag {
+        b'Q' => body,
+        b'P' => {
+            let nul = body.iter().position(|&b| b == 0)?;
+            if nul > 0 {
+                return Some(PinReason::NamedStatement);
+            }
+            &body[nul + 1..]
+        }
+        _ => return None,
+    };
+    let end = sql.iter().position(|&b| b == 0).unwrap_or(sql.len());
+    let text = String::from_utf8_lossy(&sql[..end]);
+    pin_reason(&text, |name| params.tracks(name))
+}

@@ -1,0 +1,154 @@
+//! One client session: startup, authentication, the greeting, then the forwarding loop
+//! that borrows a server connection per transaction (or holds one: session mode, pinned),
+//! and the release of everything at the end.
+
+pub mod forward;
+pub mod params;
+pub mod startup;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{KeyCache, Secret};
+use crate::cancel::{CancelKey, CancelRegistry};
+use crate::config::{AuthMethod, Config};
+use crate::error::SessionError;
+use crate::pool::{Params, Pools};
+use crate::protocol::write;
+use params::ClientParams;
+use startup::{ClientIo, Opening};
+
+/// A configured user, as the broker authenticates it and logs it in to Postgres.
+#[derive(Debug, Clone)]
+pub struct UserEntry {
+    /// Its password, parsed.
+    pub secret: Secret,
+    /// How the client authenticates.
+    pub method: AuthMethod,
+    /// The account it belongs to.
+    pub account: String,
+}
+
+/// What every session shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Users by name.
+    pub users: HashMap<String, UserEntry>,
+    /// Derived SCRAM keys.
+    pub keys: KeyCache,
+    /// The server connection pools.
+    pub pools: Pools,
+    /// Broker-issued cancel keys.
+    pub cancels: Arc<CancelRegistry>,
+    /// Cancelled when shutdown starts: idle sessions end, busy ones end at their next rest.
+    pub shutdown: CancellationToken,
+    /// Cancelled when the grace period is over: every session ends now.
+    pub abort: CancellationToken,
+}
+
+/// Serves one accepted client connection to its end. Logs once, here.
+pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
+    let peer = stream.peer_addr().ok();
+    let mut io = ClientIo::new(stream);
+    let started = Instant::now();
+    let outcome = run(&mut io, &shared).await;
+    if let Err(error) = &outcome {
+        if let Some(message) = error.client_message() {
+            write::error_response(
+                &mut io.wbuf,
+                message.severity,
+                &message.code,
+                &message.text,
+                message.hint,
+            );
+        }
+    }
+    let _ = io.flush().await;
+    match outcome {
+        Ok(()) => tracing::debug!(?peer, elapsed = ?started.elapsed(), "session ended"),
+        Err(SessionError::ClientIo(_)) | Err(SessionError::Shutdown) => {
+            tracing::debug!(?peer, elapsed = ?started.elapsed(), "session closed")
+        }
+        Err(error) => tracing::info!(?peer, %error, "session ended with error"),
+    }
+}
+
+async fn run(io: &mut ClientIo, shared: &Arc<Shared>) -> Result<(), SessionError> {
+    let timeout = shared.config.listen.startup_timeout;
+    let greeted = tokio::time::timeout(timeout, handshake(io, shared))
+        .await
+        .map_err(|_| SessionError::StartupTimeout(timeout))??;
+    match greeted {
+        Some(session) => forward::Session::new(io, shared, session).run().await,
+        None => Ok(()),
+    }
+}
+
+/// A client that finished startup and authentication, with its pool and cancel key.
+#[derive(Debug)]
+pub struct Greeted {
+    /// The pool of its (database, user).
+    pub pool: crate::pool::Pool,
+    /// Its parameters.
+    pub params: ClientParams,
+    /// Its cancel key.
+    pub key: CancelKey,
+}
+
+async fn handshake(
+    io: &mut ClientIo,
+    shared: &Arc<Shared>,
+) -> Result<Option<Greeted>, SessionError> {
+    let startup = match startup::open(io, shared).await? {
+        Opening::Cancelled => return Ok(None),
+        Opening::Session(startup) => startup,
+    };
+    let user = startup.get("user").unwrap_or_default().to_owned();
+    let database = startup
+        .get("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(&user)
+        .to_owned();
+    startup::authenticate(io, shared, &user).await?;
+    write::auth_ok(&mut io.wbuf);
+    let entry = shared.users.get(&user).ok_or(SessionError::NoUser)?;
+    let pool = shared.pools.get(&database, &user, &entry.secret);
+    let baseline = pool.baseline().await?;
+    let params = ClientParams::new(&baseline, &startup_settings(&startup.params)?);
+    let key = shared.cancels.register();
+    greet(io, &params.reported, &key);
+    io.flush().await?;
+    Ok(Some(Greeted { pool, params, key }))
+}
+
+/// The startup parameters with `options` expanded into its `-c name=value` settings.
+fn startup_settings(params: &[(String, String)]) -> Result<Vec<(String, String)>, SessionError> {
+    let mut out = Vec::with_capacity(params.len());
+    for (name, value) in params {
+        if name == "options" {
+            let settings = crate::protocol::startup::parse_options(value).map_err(|word| {
+                SessionError::UnsupportedParameter {
+                    name: format!("options ({word})"),
+                }
+            })?;
+            out.extend(settings);
+        } else {
+            out.push((name.clone(), value.clone()));
+        }
+    }
+    Ok(out)
+}
+
+fn greet(io: &mut ClientIo, reported: &Params, key: &CancelKey) {
+    for (name, value) in reported {
+        write::parameter_status(&mut io.wbuf, name, value);
+    }
+    write::backend_key_data(&mut io.wbuf, key.pid, key.secret);
+    write::ready_for_query(&mut io.wbuf, b'I');
+}

@@ -1,0 +1,170 @@
+//! Session state that transaction pooling must carry from server to server: the parameters
+//! a client set (at startup, or later with SET of a parameter Postgres reports back) are
+//! replayed on whichever server serves it next.
+
+use std::fmt::Write as _;
+
+use crate::pool::{Params, ServerConn};
+
+/// Reported parameters that cannot (or must not) be SET by the broker.
+const NOT_SETTABLE: [&str; 7] = [
+    "server_version",
+    "server_encoding",
+    "integer_datetimes",
+    "is_superuser",
+    "session_authorization",
+    "in_hot_standby",
+    "default_transaction_read_only",
+];
+
+/// Startup parameters that are not settings.
+const NOT_SETTINGS: [&str; 4] = ["user", "database", "options", "replication"];
+
+/// What one client expects of the server that serves it.
+#[derive(Debug, Clone, Default)]
+pub struct ClientParams {
+    /// Reported parameters as the client knows them (baseline overlaid with its own).
+    pub reported: Params,
+    /// Unreported settings from the startup packet (`options` included).
+    pub extras: Params,
+}
+
+fn canonical<'a>(reported: &'a Params, name: &str) -> Option<&'a String> {
+    reported.keys().find(|k| k.eq_ignore_ascii_case(name))
+}
+
+impl ClientParams {
+    /// The client's view: the pool's baseline, overlaid with its startup settings.
+    pub fn new(baseline: &Params, startup: &[(String, String)]) -> ClientParams {
+        let mut params = ClientParams {
+            reported: baseline.clone(),
+            extras: Params::new(),
+        };
+        for (name, value) in startup {
+            if NOT_SETTINGS.contains(&name.as_str()) || name.starts_with("_pq_.") {
+                continue;
+            }
+            match canonical(baseline, name).cloned() {
+                Some(key) if is_settable(&key) => {
+                    params.reported.insert(key, value.clone());
+                }
+                Some(_) => {}
+                None => {
+                    params
+                        .extras
+                        .insert(name.to_ascii_lowercase(), value.clone());
+                }
+            }
+        }
+        params
+    }
+
+    /// True when SET of `name` is replayed by the broker (so it needs no pin).
+    pub fn tracks(&self, name: &str) -> bool {
+        canonical(&self.reported, name).is_some_and(|k| is_settable(k))
+    }
+
+    /// The statements that make `server` match this client, or `None` when it already does.
+    pub fn sync_sql(&self, server: &ServerConn) -> Option<String> {
+        let mut sql = String::new();
+        for (name, value) in &self.reported {
+            if is_settable(name) && server.params.get(name) != Some(value) {
+                push_set(&mut sql, name, value);
+            }
+        }
+        for (name, value) in &self.extras {
+            if server.extras.get(name) != Some(value) {
+                push_set(&mut sql, name, value);
+            }
+        }
+        for name in server
+            .extras
+            .keys()
+            .filter(|k| !self.extras.contains_key(*k))
+        {
+            let _ = write!(sql, "RESET {};", quote_ident(name));
+        }
+        (!sql.is_empty()).then_some(sql)
+    }
+
+    /// After a sync: the server holds this client's extras, and the client adopts the
+    /// server's spelling of each reported value. Returns the values that changed, which the
+    /// client must be told.
+    pub fn adopt(&mut self, server: &mut ServerConn) -> Vec<(String, String)> {
+        server.extras.clone_from(&self.extras);
+        let mut changed = Vec::new();
+        for (name, value) in &server.params {
+            if self.reported.get(name) != Some(value) {
+                self.reported.insert(name.clone(), value.clone());
+                changed.push((name.clone(), value.clone()));
+            }
+        }
+        changed
+    }
+
+    /// Records a ParameterStatus the client was sent.
+    pub fn reported_by_server(&mut self, name: &str, value: &str) {
+        if self.reported.get(name).map(String::as_str) != Some(value) {
+            self.reported.insert(name.to_owned(), value.to_owned());
+        }
+    }
+}
+
+fn is_settable(name: &str) -> bool {
+    !NOT_SETTABLE.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
+fn push_set(sql: &mut String, name: &str, value: &str) {
+    let _ = write!(sql, "SET {} = {};", quote_ident(name), quote_literal(value));
+}
+
+/// A double-quoted identifier.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// An E'' literal, safe whatever standard_conforming_strings says.
+pub fn quote_literal(value: &str) -> String {
+    format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn baseline() -> Params {
+        [
+            ("DateStyle", "ISO, MDY"),
+            ("application_name", ""),
+            ("server_version", "15"),
+            ("TimeZone", "UTC"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    #[test]
+    fn startup_settings_split_into_reported_and_extras() {
+        let startup = vec![
+            ("user".to_owned(), "app".to_owned()),
+            ("datestyle".to_owned(), "German".to_owned()),
+            ("application_name".to_owned(), "orders".to_owned()),
+            ("server_version".to_owned(), "99".to_owned()),
+            ("search_path".to_owned(), "s".to_owned()),
+        ];
+        let p = ClientParams::new(&baseline(), &startup);
+        assert_eq!(p.reported["DateStyle"], "German");
+        assert_eq!(p.reported["application_name"], "orders");
+        assert_eq!(p.reported["server_version"], "15");
+        assert_eq!(p.extras["search_path"], "s");
+        assert!(p.tracks("timezone") && p.tracks("DATESTYLE"));
+        assert!(!p.tracks("server_version") && !p.tracks("work_mem"));
+    }
+
+    #[test]
+    fn literals_are_quoted() {
+        assert_eq!(quote_literal("a'b\\c"), "E'a''b\\\\c'");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}

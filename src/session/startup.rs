@@ -1,0 +1,254 @@
+//! The start of a client session, all under `listen.startup_timeout`: the untagged packet
+//! (SSLRequest / GSSENCRequest refused with 'N', CancelRequest served), the StartupMessage,
+//! client authentication, and the greeting.
+//!
+//! <https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-START-UP>
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::Shared;
+use crate::auth::{self, AuthError, ScramExchange, Secret};
+use crate::cancel::send_cancel;
+use crate::config::AuthMethod;
+use crate::error::{FrameError, SessionError};
+use crate::protocol::frame::whole_frame;
+use crate::protocol::startup::{self, Packet, Startup};
+use crate::protocol::write;
+
+/// Longest authentication message a client may send.
+pub const MAX_AUTH_MESSAGE: usize = 8192;
+
+/// The client I/O used before the session proper: one read buffer, one write buffer.
+#[derive(Debug)]
+pub struct ClientIo {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Bytes read and not yet handled.
+    pub rbuf: BytesMut,
+    /// Bytes to send.
+    pub wbuf: BytesMut,
+}
+
+impl ClientIo {
+    /// Wraps a freshly accepted socket.
+    pub fn new(stream: TcpStream) -> ClientIo {
+        ClientIo {
+            stream,
+            rbuf: BytesMut::with_capacity(8192),
+            wbuf: BytesMut::with_capacity(8192),
+        }
+    }
+
+    /// Reads more bytes; EOF is an error here (the client left mid-handshake). Cancel-safe.
+    async fn fill(&mut self) -> Result<(), SessionError> {
+        match self.stream.read_buf(&mut self.rbuf).await? {
+            0 => Err(SessionError::ClientIo(
+                std::io::ErrorKind::UnexpectedEof.into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes everything buffered. Not cancel-safe.
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.write_all(&self.wbuf).await?;
+        self.wbuf.clear();
+        Ok(())
+    }
+
+    /// Reads one untagged startup-phase packet.
+    async fn read_packet(&mut self) -> Result<Packet, SessionError> {
+        loop {
+            if let Some(len) = startup::packet_len(&self.rbuf)? {
+                if self.rbuf.len() >= len {
+                    let packet = self.rbuf.split_to(len);
+                    return Ok(startup::parse(&packet)?);
+                }
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Reads one tagged message of type `tag` (at most [`MAX_AUTH_MESSAGE`] bytes); returns its body.
+    async fn read_message(&mut self, tag: u8) -> Result<BytesMut, SessionError> {
+        loop {
+            if let Some(header) = crate::protocol::Header::parse(&self.rbuf)? {
+                header.check_size(MAX_AUTH_MESSAGE)?;
+                if header.tag != tag {
+                    return Err(FrameError::UnexpectedTag { tag: header.tag }.into());
+                }
+                if whole_frame(&self.rbuf)?.is_some() {
+                    let mut frame = self.rbuf.split_to(header.frame_len());
+                    frame.advance(crate::protocol::HEADER_LEN);
+                    return Ok(frame);
+                }
+            }
+            self.fill().await?;
+        }
+    }
+}
+
+/// What the handshake produced.
+#[derive(Debug)]
+pub enum Opening {
+    /// A session to serve.
+    Session(Startup),
+    /// A CancelRequest was handled; close the connection.
+    Cancelled,
+}
+
+/// Reads packets until a StartupMessage (answering SSL/GSS requests) or a CancelRequest.
+pub async fn open(io: &mut ClientIo, shared: &Shared) -> Result<Opening, SessionError> {
+    loop {
+        match io.read_packet().await? {
+            Packet::SslRequest | Packet::GssEncRequest => {
+                io.stream.write_all(b"N").await?;
+            }
+            Packet::Cancel { pid, secret } => {
+                if let Some(target) = shared.cancels.target(pid, secret) {
+                    if let Err(error) = send_cancel(target).await {
+                        tracing::debug!(%error, "cancel request not delivered");
+                    }
+                }
+                return Ok(Opening::Cancelled);
+            }
+            Packet::Startup(startup) => return check_version(io, startup).map(Opening::Session),
+        }
+    }
+}
+
+/// Accepts 3.0; a newer 3.x minor gets NegotiateProtocolVersion; anything else an error.
+fn check_version(io: &mut ClientIo, startup: Startup) -> Result<Startup, SessionError> {
+    if startup.major != 3 {
+        return Err(SessionError::UnsupportedProtocol {
+            major: startup.major,
+            minor: startup.minor,
+        });
+    }
+    let unrecognized: Vec<&str> = startup
+        .params
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| k.starts_with("_pq_."))
+        .collect();
+    if startup.minor > 0 || !unrecognized.is_empty() {
+        write::negotiate_protocol_version(&mut io.wbuf, 0, &unrecognized);
+    }
+    if startup.get("user").is_none_or(str::is_empty) {
+        return Err(SessionError::NoUser);
+    }
+    if startup
+        .get("replication")
+        .is_some_and(|v| !matches!(v, "false" | "off" | "no" | "0"))
+    {
+        return Err(SessionError::UnsupportedParameter {
+            name: "replication".into(),
+        });
+    }
+    Ok(startup)
+}
+
+/// Authenticates `user` with the method configured for it. An unknown user goes through the
+/// same exchange and fails the same way as a wrong password.
+pub async fn authenticate(
+    io: &mut ClientIo,
+    shared: &Shared,
+    user: &str,
+) -> Result<(), SessionError> {
+    let entry = shared.users.get(user);
+    let method = entry.map_or(AuthMethod::ScramSha256, |e| e.method);
+    let secret = entry.map(|e| &e.secret);
+    let result = match method {
+        AuthMethod::ScramSha256 => scram(io, shared, user, secret).await,
+        AuthMethod::Md5 => md5(io, user, secret).await,
+        AuthMethod::Password => cleartext(io, user, secret).await,
+    };
+    result.map_err(|e| match e {
+        AuthStep::Io(e) => e,
+        AuthStep::Auth(source) => SessionError::Auth {
+            user: user.to_owned(),
+            source,
+        },
+    })
+}
+
+/// An auth step fails on I/O (the session error as is) or on the credentials.
+enum AuthStep {
+    Io(SessionError),
+    Auth(AuthError),
+}
+
+impl From<SessionError> for AuthStep {
+    fn from(e: SessionError) -> Self {
+        AuthStep::Io(e)
+    }
+}
+
+impl From<AuthError> for AuthStep {
+    fn from(e: AuthError) -> Self {
+        AuthStep::Auth(e)
+    }
+}
+
+impl From<std::io::Error> for AuthStep {
+    fn from(e: std::io::Error) -> Self {
+        AuthStep::Io(e.into())
+    }
+}
+
+async fn scram(
+    io: &mut ClientIo,
+    shared: &Shared,
+    user: &str,
+    secret: Option<&Secret>,
+) -> Result<(), AuthStep> {
+    let scram_secret = match secret {
+        Some(secret) => shared.keys.scram_secret_for(user, secret).await,
+        None => None,
+    };
+    let mut exchange = ScramExchange::new(user, scram_secret);
+    write::auth_sasl(&mut io.wbuf, auth::SCRAM_MECHANISM);
+    io.flush().await?;
+    let body = io.read_message(b'p').await?;
+    let (mechanism, data) = auth::parse_sasl_initial_response(&body)?;
+    if mechanism != auth::SCRAM_MECHANISM {
+        return Err(AuthError::Malformed {
+            what: "unsupported SASL mechanism",
+        }
+        .into());
+    }
+    let server_first = exchange.client_first(data)?;
+    write::auth_sasl_continue(&mut io.wbuf, &server_first);
+    io.flush().await?;
+    let body = io.read_message(b'p').await?;
+    let server_final = exchange.client_final(&body)?;
+    write::auth_sasl_final(&mut io.wbuf, &server_final);
+    Ok(())
+}
+
+async fn md5(io: &mut ClientIo, user: &str, secret: Option<&Secret>) -> Result<(), AuthStep> {
+    let salt: [u8; 4] = rand::random();
+    write::auth_md5(&mut io.wbuf, salt);
+    io.flush().await?;
+    let body = io.read_message(b'p').await?;
+    let response = auth::parse_password_message(&body)?;
+    let secret = secret.ok_or(AuthError::BadPassword)?;
+    Ok(auth::md5_verify(secret, user, salt, response)?)
+}
+
+async fn cleartext(io: &mut ClientIo, user: &str, secret: Option<&Secret>) -> Result<(), AuthStep> {
+    write::auth_cleartext(&mut io.wbuf);
+    io.flush().await?;
+    let body = io.read_message(b'p').await?;
+    let password = auth::parse_password_message(&body)?.to_vec();
+    let secret = secret.cloned().ok_or(AuthError::BadPassword)?;
+    let user = user.to_owned();
+    // Checking against a SCRAM secret runs PBKDF2: keep it off the async workers.
+    let checked =
+        tokio::task::spawn_blocking(move || auth::verify_cleartext(&secret, &user, &password))
+            .await;
+    checked.map_err(|_| AuthError::BadPassword)??;
+    Ok(())
+}

@@ -1,0 +1,248 @@
+//! Protocol coverage through the broker: extended-protocol pipelines, COPY both ways,
+//! errors inside transactions, cancel, and hostile bytes.
+
+use std::time::Duration;
+
+use futures_util::future::try_join_all;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_postgres::types::Type;
+use tokio_postgres::NoTls;
+
+use crate::common::{scalar, sqlstate, Harness};
+
+#[tokio::test]
+async fn extended_protocol_pipeline() {
+    let h = Harness::start(|c| c.pool.size = 2).await;
+    let client = h.connect().await;
+    // tokio-postgres pipelines concurrent requests on one connection: Parse/Bind/Execute/Sync
+    // batches arrive back to back, with the unnamed statement (no pin).
+    let queries = (0..50).map(|i| {
+        let client = &client;
+        async move {
+            let rows = client
+                .query_typed(
+                    "SELECT $1::int4 * 2, $2::text",
+                    &[(&i, Type::INT4), (&"x", Type::TEXT)],
+                )
+                .await?;
+            Ok::<_, tokio_postgres::Error>((
+                i,
+                rows[0].get::<_, i32>(0),
+                rows[0].get::<_, String>(1),
+            ))
+        }
+    });
+    for (i, doubled, text) in try_join_all(queries).await.unwrap() {
+        assert_eq!((doubled, text.as_str()), (i * 2, "x"));
+    }
+}
+
+#[tokio::test]
+async fn error_inside_a_transaction_keeps_the_server_until_rollback() {
+    let h = Harness::start(|c| c.pool.size = 2).await;
+    let a = h.connect().await;
+    let b = h.connect().await;
+    a.simple_query("BEGIN").await.unwrap();
+    let pid = scalar(&a, "SELECT pg_backend_pid()").await;
+    let err = a.simple_query("SELECT 1/0").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "22012");
+    // Another client works meanwhile, on the other server.
+    assert_eq!(scalar(&b, "SELECT 7").await, "7");
+    let err = a.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(
+        sqlstate(&err),
+        "25P02",
+        "still in the failed transaction on the same server"
+    );
+    a.simple_query("ROLLBACK").await.unwrap();
+    assert_eq!(scalar(&a, "SELECT 1").await, "1");
+    assert!(!pid.is_empty());
+}
+
+#[tokio::test]
+async fn copy_in_and_out() {
+    let h = Harness::start(|_| {}).await;
+    let client = h.connect().await;
+    client
+        .simple_query("CREATE TABLE c (id int, name text)")
+        .await
+        .unwrap();
+    let sink = client.copy_in("COPY c FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    use futures_util::SinkExt;
+    let mut data = String::new();
+    for i in 0..5000 {
+        data.push_str(&format!("{i}\tname {i}\n"));
+    }
+    sink.send(bytes::Bytes::from(data)).await.unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 5000);
+    let stream = client
+        .copy_out("COPY (SELECT * FROM c ORDER BY id) TO STDOUT")
+        .await
+        .unwrap();
+    use futures_util::TryStreamExt;
+    let chunks: Vec<bytes::Bytes> = stream.try_collect().await.unwrap();
+    let out: Vec<u8> = chunks.concat();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.lines().count(), 5000);
+    assert_eq!(text.lines().last(), Some("4999\tname 4999"));
+}
+
+#[tokio::test]
+async fn cancel_reaches_the_running_query() {
+    let h = Harness::start(|c| c.pool.size = 2).await;
+    let client = h.connect().await;
+    let token = client.cancel_token();
+    let sleeper = tokio::spawn(async move {
+        let result = client.simple_query("SELECT pg_sleep(30)").await;
+        (result.map(|_| ()), client)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    token.cancel_query(NoTls).await.unwrap();
+    let (result, client) = tokio::time::timeout(Duration::from_secs(10), sleeper)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sqlstate(&result.unwrap_err()), "57014");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        scalar(&client, "SELECT 'still usable'").await,
+        "still usable"
+    );
+}
+
+#[tokio::test]
+async fn forged_cancel_keys_are_dropped() {
+    let h = Harness::start(|_| {}).await;
+    let client = h.connect().await;
+    let mut raw = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let mut packet = Vec::new();
+    for word in [16i32, 80_877_102, 12345, 678] {
+        packet.extend_from_slice(&word.to_be_bytes());
+    }
+    raw.write_all(&packet).await.unwrap();
+    let mut buf = Vec::new();
+    raw.read_to_end(&mut buf).await.unwrap();
+    assert!(buf.is_empty(), "a cancel request gets no answer");
+    assert_eq!(scalar(&client, "SELECT 1").await, "1");
+}
+
+/// Hostile startup packets end their own connection with 08P01 (or 0A000 for a protocol
+/// version the broker does not speak), and nothing else.
+#[tokio::test]
+async fn malformed_messages_get_08p01_and_others_keep_working() {
+    let h = Harness::start(|_| {}).await;
+    let healthy = h.connect().await;
+    for garbage in [
+        vec![0u8, 0, 0, 2],                                    // startup length below 8
+        vec![0, 0, 0xff, 0xff, 0, 3, 0, 0],                    // startup length over the bound
+        vec![0, 0, 0, 8, 0, 9, 0, 0],                          // protocol 9.0
+        vec![0, 0, 0, 12, 0, 3, 0, 0, b'u', b's', b'e', b'r'], // unterminated parameters
+    ] {
+        let mut raw = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+        raw.write_all(&garbage).await.unwrap();
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(buf.first(), Some(&b'E'), "{garbage:?} got {buf:?}");
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.contains("08P01") || text.contains("0A000"), "{text}");
+    }
+    assert_eq!(scalar(&healthy, "SELECT 1").await, "1");
+}
+
+#[tokio::test]
+async fn ssl_request_is_refused_and_startup_continues() {
+    let h = Harness::start(|_| {}).await;
+    let mut raw = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    raw.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .await
+        .unwrap();
+    let mut answer = [0u8; 1];
+    raw.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"N");
+    // The same connection goes on with a StartupMessage and is asked to authenticate.
+    let mut startup = vec![0, 3, 0, 0];
+    startup.extend_from_slice(b"user\0app\0database\0app\0\0");
+    let mut packet = u32::try_from(startup.len() + 4)
+        .unwrap()
+        .to_be_bytes()
+        .to_vec();
+    packet.extend_from_slice(&startup);
+    raw.write_all(&packet).await.unwrap();
+    let mut tag = [0u8; 1];
+    raw.read_exact(&mut tag).await.unwrap();
+    assert_eq!(&tag, b"R", "an authentication request follows");
+}
+
+/// Logs in over a raw socket with cleartext auth; returns the socket after ReadyForQuery.
+async fn raw_login(h: &Harness) -> tokio::net::TcpStream {
+    let mut raw = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let mut startup = vec![0, 3, 0, 0];
+    startup.extend_from_slice(b"user\0app\0database\0app\0\0");
+    let mut packet = u32::try_from(startup.len() + 4)
+        .unwrap()
+        .to_be_bytes()
+        .to_vec();
+    packet.extend_from_slice(&startup);
+    raw.write_all(&packet).await.unwrap();
+    let mut request = [0u8; 9];
+    raw.read_exact(&mut request).await.unwrap();
+    assert_eq!(
+        request,
+        [b'R', 0, 0, 0, 8, 0, 0, 0, 3],
+        "cleartext password request"
+    );
+    raw.write_all(b"p\0\0\0\x08app\0").await.unwrap();
+    read_until_ready(&mut raw).await;
+    raw
+}
+
+/// Reads messages up to and including ReadyForQuery; returns their tags.
+async fn read_until_ready(raw: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut tags = Vec::new();
+    loop {
+        let mut header = [0u8; 5];
+        raw.read_exact(&mut header).await.unwrap();
+        let len = u32::from_be_bytes(header[1..].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; len - 4];
+        raw.read_exact(&mut body).await.unwrap();
+        tags.push(header[0]);
+        if header[0] == b'Z' {
+            return tags;
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_frames_after_startup_get_08p01() {
+    let h = Harness::start(|c| {
+        c.listen.max_message_size = 4096;
+        c.users[0].auth_method = Some(pgbroker::config::AuthMethod::Password);
+    })
+    .await;
+    let healthy = h.connect().await;
+    let cases: [&[u8]; 3] = [
+        b"Q\0\0\0\x02",       // length below 4
+        b"Q\0\x10\0\0select", // 1 MiB query, over max_message_size: refused before buffering
+        b"~\0\0\0\x04",       // unknown message type
+    ];
+    for bytes in cases {
+        let mut raw = raw_login(&h).await;
+        // A valid query first: the session works.
+        raw.write_all(b"Q\0\0\0\x0dselect 1\0").await.unwrap();
+        assert_eq!(read_until_ready(&mut raw).await, b"TDCZ");
+        raw.write_all(bytes).await.unwrap();
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(buf.first(), Some(&b'E'), "{bytes:?}");
+        assert!(String::from_utf8_lossy(&buf).contains("08P01"), "{bytes:?}");
+    }
+    assert_eq!(scalar(&healthy, "SELECT 1").await, "1");
+}

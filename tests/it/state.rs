@@ -1,0 +1,117 @@
+//! Session state under transaction pooling: settings follow the client from server to
+//! server; state that would leak pins the client; session mode resets with DISCARD ALL.
+
+use std::time::Duration;
+
+use crate::common::{scalar, session_mode, sqlstate, Harness};
+
+fn one_server(c: &mut pgbroker::Config) {
+    c.pool.size = 1;
+    c.pool.borrow_timeout = Duration::from_millis(500);
+}
+
+#[tokio::test]
+async fn set_of_a_reported_parameter_follows_the_client() {
+    let h = Harness::start(one_server).await;
+    let a = h.connect_as("app", "app", "alpha").await.unwrap();
+    let b = h.connect_as("app", "app", "beta").await.unwrap();
+    let zone = scalar(&b, "SHOW TimeZone").await;
+    assert_ne!(zone, "Asia/Tokyo");
+    a.simple_query("SET TimeZone = 'Asia/Tokyo'").await.unwrap();
+    // b shares the only server connection but keeps its own settings.
+    assert_eq!(scalar(&b, "SHOW TimeZone").await, zone);
+    assert_eq!(scalar(&b, "SHOW application_name").await, "beta");
+    assert_eq!(scalar(&a, "SHOW TimeZone").await, "Asia/Tokyo");
+    assert_eq!(scalar(&a, "SHOW application_name").await, "alpha");
+    assert_eq!(scalar(&b, "SELECT current_setting('TimeZone')").await, zone);
+}
+
+#[tokio::test]
+async fn set_and_listen_pin_but_set_local_does_not() {
+    for (sql, pins) in [
+        ("SET work_mem = '8MB'", true),
+        ("LISTEN chan", true),
+        ("SELECT pg_advisory_lock(1)", true),
+        ("CREATE TEMP TABLE t (x int)", true),
+        ("BEGIN; SET LOCAL work_mem = '8MB'; COMMIT", false),
+        ("SELECT pg_advisory_xact_lock(1)", false),
+    ] {
+        let h = Harness::start(one_server).await;
+        let a = h.connect().await;
+        let b = h.connect().await;
+        a.simple_query(sql).await.unwrap();
+        let other = b.simple_query("SELECT 1").await;
+        if pins {
+            // The only server connection stays with `a`: b's borrow times out with 53300.
+            let err = other.expect_err(sql);
+            assert_eq!(sqlstate(&err), "53300", "{sql}");
+            assert!(err
+                .as_db_error()
+                .unwrap()
+                .message()
+                .starts_with("pgbroker: "));
+            // b's session is still usable once a is gone.
+            drop(a);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert_eq!(scalar(&b, "SELECT 2").await, "2", "{sql}");
+            // ... and the pinned state did not leak to it.
+            assert_eq!(scalar(&b, "SHOW work_mem").await, "4MB", "{sql}");
+        } else {
+            other.unwrap_or_else(|e| panic!("{sql} must not pin: {e}"));
+            assert_eq!(scalar(&b, "SHOW work_mem").await, "4MB", "{sql}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn pinned_client_keeps_its_session_state() {
+    let h = Harness::start(|c| c.pool.size = 3).await;
+    let a = h.connect().await;
+    a.simple_query("SET work_mem = '9MB'").await.unwrap();
+    let others: Vec<_> = futures_util::future::join_all((0..4).map(|_| h.connect())).await;
+    for _ in 0..5 {
+        for o in &others {
+            assert_eq!(scalar(o, "SHOW work_mem").await, "4MB");
+        }
+        assert_eq!(scalar(&a, "SHOW work_mem").await, "9MB");
+    }
+}
+
+#[tokio::test]
+async fn session_mode_resets_with_discard_all() {
+    let h = Harness::start(|c| {
+        one_server(c);
+        session_mode(c);
+        c.pool.borrow_timeout = Duration::from_secs(5);
+    })
+    .await;
+    let a = h.connect().await;
+    let pid = scalar(&a, "SELECT pg_backend_pid()").await;
+    a.batch_execute("SET work_mem = '7MB'; CREATE TEMP TABLE scratch (x int); PREPARE p AS SELECT 1; LISTEN chan")
+        .await
+        .unwrap();
+    drop(a);
+    let b = h.connect().await;
+    assert_eq!(
+        scalar(&b, "SELECT pg_backend_pid()").await,
+        pid,
+        "the same server connection"
+    );
+    assert_eq!(scalar(&b, "SHOW work_mem").await, "4MB");
+    assert_eq!(
+        scalar(&b, "SELECT count(*) FROM pg_prepared_statements").await,
+        "0"
+    );
+    assert_eq!(
+        scalar(&b, "SELECT count(*) FROM pg_listening_channels()").await,
+        "0"
+    );
+    assert_eq!(
+        scalar(
+            &b,
+            "SELECT count(*) FROM pg_class WHERE relname = 'scratch' AND relpersistence = 't'"
+        )
+        .await,
+        "0"
+    );
+}
