@@ -1,53 +1,22 @@
-//! One server connection: TCP connect, login as (user, database), the parameters Postgres
-//! reports, its cancel key, and the statements the broker runs on it itself.
-//!
-//! Login follows <https://www.postgresql.org/docs/current/protocol-flow.html>, split by
-//! phase: `startup`, `authenticate`, `read_info`.
+//! One logged-in server connection (login is in `login.rs`): its socket and read buffer,
+//! its protocol position, the parameters Postgres reports, its cancel key, forwarding of
+//! its output, and the statements the broker runs on it itself.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
-use fallible_iterator::FallibleIterator;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
-use postgres_protocol::message::backend::{ErrorResponseBody, Message};
-use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::state::Position;
-use crate::auth::Secret;
-use crate::error::{FrameError, LoginError, ServerError};
+use crate::error::{FrameError, ServerError};
 use crate::protocol::frame::{cstr, whole_frame, Passthrough, Step};
 use crate::protocol::write;
 
 /// Parameter name → value.
 pub type Params = BTreeMap<String, String>;
-
-/// Who logs in to Postgres, and where.
-#[derive(Debug, Clone)]
-pub struct LoginTarget {
-    /// Backend host.
-    pub host: String,
-    /// Backend port.
-    pub port: u16,
-    /// Bound on connect + login.
-    pub connect_timeout: Duration,
-    /// Database.
-    pub database: String,
-    /// User.
-    pub user: String,
-    /// The user's password as configured.
-    pub secret: Secret,
-}
-
-impl LoginTarget {
-    /// "host:port", for messages.
-    pub fn addr(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-}
 
 /// Where to send a CancelRequest for the query running on a server connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,45 +48,10 @@ pub struct ServerConn {
     broken: bool,
 }
 
-/// Fields of an ErrorResponse the broker reads.
-fn error_fields(body: &ErrorResponseBody) -> (String, String) {
-    let (mut code, mut message) = (String::new(), String::new());
-    let mut fields = body.fields();
-    while let Ok(Some(f)) = fields.next() {
-        let value = String::from_utf8_lossy(f.value_bytes()).into_owned();
-        match f.type_() {
-            b'C' => code = value,
-            b'M' => message = value,
-            _ => {}
-        }
-    }
-    (code, message)
-}
-
 impl ServerConn {
-    /// Connects and logs in, all within `target.connect_timeout`.
-    pub async fn connect(target: &LoginTarget) -> Result<ServerConn, LoginError> {
-        let after = target.connect_timeout;
-        match tokio::time::timeout(after, Self::connect_unbounded(target)).await {
-            Ok(result) => result,
-            Err(_) => Err(LoginError::Timeout {
-                addr: target.addr(),
-                after,
-            }),
-        }
-    }
-
-    async fn connect_unbounded(target: &LoginTarget) -> Result<ServerConn, LoginError> {
-        let connect_error = |source| LoginError::Connect {
-            addr: target.addr(),
-            source,
-        };
-        let stream = TcpStream::connect((target.host.as_str(), target.port))
-            .await
-            .map_err(connect_error)?;
-        stream.set_nodelay(true).map_err(connect_error)?;
-        let addr = stream.peer_addr().map_err(connect_error)?;
-        let mut conn = ServerConn {
+    /// A connection whose login has not run yet.
+    pub(super) fn new(stream: TcpStream, addr: SocketAddr) -> ServerConn {
+        ServerConn {
             stream,
             rbuf: BytesMut::with_capacity(8192),
             position: Position::default(),
@@ -131,98 +65,13 @@ impl ServerConn {
             },
             created: Instant::now(),
             broken: false,
-        };
-        conn.startup(target).await?;
-        conn.authenticate(target).await?;
-        conn.read_info().await?;
-        Ok(conn)
-    }
-
-    async fn startup(&mut self, target: &LoginTarget) -> Result<(), LoginError> {
-        let mut buf = BytesMut::new();
-        let params = [
-            ("user", target.user.as_str()),
-            ("database", target.database.as_str()),
-        ];
-        frontend::startup_message(params, &mut buf).map_err(ServerError::Io)?;
-        self.send(&buf).await?;
-        Ok(())
-    }
-
-    async fn authenticate(&mut self, target: &LoginTarget) -> Result<(), LoginError> {
-        let mut scram = None;
-        loop {
-            let mut out = BytesMut::new();
-            match self.read_message().await? {
-                Message::AuthenticationOk => return Ok(()),
-                Message::AuthenticationCleartextPassword => {
-                    frontend::password_message(plaintext(target)?.as_bytes(), &mut out)
-                }
-                Message::AuthenticationMd5Password(body) => frontend::password_message(
-                    md5_response(target, body.salt())?.as_bytes(),
-                    &mut out,
-                ),
-                Message::AuthenticationSasl(_) => {
-                    let client = ScramSha256::new(
-                        plaintext(target)?.as_bytes(),
-                        ChannelBinding::unsupported(),
-                    );
-                    let r = frontend::sasl_initial_response(
-                        "SCRAM-SHA-256",
-                        client.message(),
-                        &mut out,
-                    );
-                    scram = Some(client);
-                    r
-                }
-                Message::AuthenticationSaslContinue(body) => {
-                    sasl_step(&mut scram, body.data(), &mut out)?
-                }
-                Message::AuthenticationSaslFinal(body) => {
-                    let mut client = scram
-                        .take()
-                        .ok_or(FrameError::Malformed {
-                            what: "SASL final before start",
-                        })
-                        .map_err(ServerError::from)?;
-                    client.finish(body.data()).map_err(ServerError::Io)?;
-                    continue;
-                }
-                Message::ErrorResponse(body) => return Err(refused(&body)),
-                _ => return Err(LoginError::Unsupported { method: "unknown" }),
-            }
-            .map_err(ServerError::Io)?;
-            self.send(&out).await?;
         }
     }
 
-    async fn read_info(&mut self) -> Result<(), LoginError> {
-        loop {
-            match self.read_message().await? {
-                Message::ParameterStatus(body) => {
-                    let name = body.name().map_err(ServerError::Io)?.to_owned();
-                    let value = body.value().map_err(ServerError::Io)?.to_owned();
-                    self.params.insert(name, value);
-                }
-                Message::BackendKeyData(body) => {
-                    self.cancel.pid = body.process_id();
-                    self.cancel.secret = body.secret_key();
-                }
-                Message::ReadyForQuery(_) => return Ok(()),
-                Message::ErrorResponse(body) => return Err(refused(&body)),
-                _ => {}
-            }
-        }
-    }
-
-    /// Reads one whole backend message, for the login only.
-    async fn read_message(&mut self) -> Result<Message, ServerError> {
-        loop {
-            if let Some(message) = Message::parse(&mut self.rbuf)? {
-                return Ok(message);
-            }
-            self.fill().await?;
-        }
+    /// Records the server's BackendKeyData.
+    pub(super) fn set_cancel_key(&mut self, pid: i32, secret: i32) {
+        self.cancel.pid = pid;
+        self.cancel.secret = secret;
     }
 
     /// Reads more bytes from the server into `rbuf`. Cancel-safe.
@@ -415,60 +264,4 @@ fn statement_error(what: &'static str, body: &[u8]) -> ServerError {
         code,
         message,
     }
-}
-
-fn refused(body: &ErrorResponseBody) -> LoginError {
-    let (code, message) = error_fields(body);
-    LoginError::Refused { code, message }
-}
-
-fn plaintext(target: &LoginTarget) -> Result<&str, LoginError> {
-    match &target.secret {
-        Secret::Plain(password) => Ok(password),
-        Secret::Md5(_) => Err(LoginError::Unsupported {
-            method: "SCRAM-SHA-256 or cleartext with an md5 secret",
-        }),
-        Secret::Scram(_) => Err(LoginError::Unsupported {
-            method: "login with a SCRAM secret",
-        }),
-    }
-}
-
-/// "md5" + md5(md5(password + user) + salt); an md5 secret already is the inner hash.
-fn md5_response(target: &LoginTarget, salt: [u8; 4]) -> Result<String, LoginError> {
-    match &target.secret {
-        Secret::Plain(password) => Ok(postgres_protocol::authentication::md5_hash(
-            target.user.as_bytes(),
-            password.as_bytes(),
-            salt,
-        )),
-        Secret::Md5(hash) => {
-            use md5::Digest;
-            let mut md5 = md5::Md5::new();
-            md5.update(hash.get(3..).unwrap_or_default().as_bytes());
-            md5.update(salt);
-            Ok(format!("md5{}", hex(&md5.finalize())))
-        }
-        Secret::Scram(_) => Err(LoginError::Unsupported {
-            method: "md5 with a SCRAM secret",
-        }),
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn sasl_step(
-    scram: &mut Option<ScramSha256>,
-    data: &[u8],
-    out: &mut BytesMut,
-) -> Result<std::io::Result<()>, LoginError> {
-    let client = scram
-        .as_mut()
-        .ok_or(ServerError::Protocol(FrameError::Malformed {
-            what: "SASL continue before start",
-        }))?;
-    client.update(data).map_err(ServerError::Io)?;
-    Ok(frontend::sasl_response(client.message(), out))
 }

@@ -2,6 +2,7 @@
 //! `Manager` (create = connect + login; recycle = synchronous checks).
 
 pub mod conn;
+pub mod login;
 pub mod state;
 
 use std::collections::HashMap;
@@ -11,7 +12,8 @@ use std::time::{Duration, Instant};
 use deadpool::managed::{self, Metrics, PoolError, QueueMode, RecycleError, RecycleResult};
 use deadpool::Runtime;
 
-pub use conn::{CancelTarget, LoginTarget, Params, ServerConn};
+pub use conn::{CancelTarget, Params, ServerConn};
+pub use login::LoginTarget;
 pub use state::Position;
 
 use crate::auth::Secret;

@@ -221,6 +221,10 @@ impl<'a> Session<'a> {
     /// Checks out a server connection and brings it to the client's settings. On a failed
     /// borrow the client gets an ERROR and its session stays usable (false is returned).
     async fn borrow(&mut self, tag: u8) -> Result<bool, SessionError> {
+        // Shutting down: no new transaction starts; the client is told why it is let go.
+        if self.shared.shutdown.is_cancelled() {
+            return Err(SessionError::Shutdown);
+        }
         self.io.flush().await?;
         let conn = match self.pool.get().await {
             Ok(conn) => conn,

@@ -246,3 +246,61 @@ async fn bad_frames_after_startup_get_08p01() {
     }
     assert_eq!(scalar(&healthy, "SELECT 1").await, "1");
 }
+
+#[tokio::test]
+async fn startup_timeout_ends_silent_clients() {
+    let h = Harness::start(|c| c.listen.startup_timeout = Duration::from_millis(300)).await;
+    let mut raw = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(buf.first(), Some(&b'E'));
+    assert!(String::from_utf8_lossy(&buf).contains("08P01"));
+}
+
+#[tokio::test]
+async fn newer_minor_version_gets_negotiate_protocol_version() {
+    let h = Harness::start(|_| {}).await;
+    let mut raw = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let mut startup = vec![0, 3, 0, 2];
+    startup.extend_from_slice(b"user\0app\0_pq_.future\0x\0\0");
+    let mut packet = u32::try_from(startup.len() + 4)
+        .unwrap()
+        .to_be_bytes()
+        .to_vec();
+    packet.extend_from_slice(&startup);
+    raw.write_all(&packet).await.unwrap();
+    let mut header = [0u8; 5];
+    raw.read_exact(&mut header).await.unwrap();
+    assert_eq!(header[0], b'v');
+    let mut body = vec![0u8; u32::from_be_bytes(header[1..].try_into().unwrap()) as usize - 4];
+    raw.read_exact(&mut body).await.unwrap();
+    assert_eq!(
+        &body[..8],
+        &[0, 0, 0, 0, 0, 0, 0, 1],
+        "minor 0, one unrecognized option"
+    );
+    assert_eq!(&body[8..], b"_pq_.future\0");
+    raw.read_exact(&mut header[..1]).await.unwrap();
+    assert_eq!(header[0], b'R', "authentication follows on 3.0");
+}
+
+#[tokio::test]
+async fn max_client_connections_turns_clients_away_with_53300() {
+    let h = Harness::start(|c| c.listen.max_client_connections = 2).await;
+    let a = h.connect().await;
+    let _b = h.connect().await;
+    let err = h
+        .connect_as("app", "app", "third")
+        .await
+        .err()
+        .expect("third client refused");
+    assert_eq!(sqlstate(&err), "53300");
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.connect_as("app", "app", "after")
+        .await
+        .expect("a slot freed up");
+}

@@ -1,0 +1,198 @@
+//! The one place that maps an error to what a client sees: SQLSTATE, severity, the words
+//! (always starting with `pgbroker:`) and a hint where one helps.
+
+use super::{BorrowError, LoginError, SessionError};
+use crate::protocol::write::Severity;
+
+/// What a client is told about an error: the allowlist of words that leave the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientMessage {
+    /// ERROR keeps the session; FATAL ends it.
+    pub severity: Severity,
+    /// SQLSTATE.
+    pub code: String,
+    /// Text, starting with `pgbroker:`.
+    pub text: String,
+    /// An optional hint.
+    pub hint: Option<&'static str>,
+}
+
+impl ClientMessage {
+    fn new(severity: Severity, code: &str, text: String) -> Self {
+        ClientMessage {
+            severity,
+            code: code.to_owned(),
+            text,
+            hint: None,
+        }
+    }
+
+    fn hint(mut self, hint: &'static str) -> Self {
+        self.hint = Some(hint);
+        self
+    }
+}
+
+impl BorrowError {
+    /// The error a client gets when a borrow fails mid-session (`at_connect`: during startup).
+    pub fn client_message(&self, at_connect: bool) -> ClientMessage {
+        let severity = if at_connect {
+            Severity::Fatal
+        } else {
+            Severity::Error
+        };
+        match self {
+            BorrowError::PoolFull { database, user, waited } => ClientMessage::new(
+                severity,
+                "53300",
+                format!("pgbroker: pool for database \"{database}\" user \"{user}\" is full; waited {waited:?}"),
+            )
+            .hint("raise pool.size or pool.borrow_timeout, or shorten transactions"),
+            BorrowError::Login(login) => login.client_message(severity, at_connect),
+            BorrowError::Closed => ClientMessage::new(Severity::Fatal, "57P01", "pgbroker: shutting down".into()),
+        }
+    }
+}
+
+impl LoginError {
+    fn client_message(&self, severity: Severity, at_connect: bool) -> ClientMessage {
+        let unreachable = if at_connect { "08001" } else { "08006" };
+        match self {
+            LoginError::Connect { .. } | LoginError::Timeout { .. } => {
+                ClientMessage::new(severity, unreachable, format!("pgbroker: {self}"))
+            }
+            // Postgres's own words about a login it refused (unknown database, too many
+            // connections, starting up) are meant for users; pass code and text through.
+            LoginError::Refused { code, message } => ClientMessage::new(
+                severity,
+                code,
+                format!("pgbroker: backend refused the login: {message}"),
+            ),
+            LoginError::Unsupported { .. } => {
+                ClientMessage::new(severity, unreachable, format!("pgbroker: {self}")).hint(
+                    "configure the user's plaintext password (or its md5 hash for an md5 server)",
+                )
+            }
+            LoginError::Server(_) => ClientMessage::new(
+                severity,
+                unreachable,
+                "pgbroker: login to backend failed".into(),
+            ),
+        }
+    }
+}
+
+impl SessionError {
+    /// What the client is told, or `None` when it is gone or must learn nothing.
+    pub fn client_message(&self) -> Option<ClientMessage> {
+        let fatal =
+            |code: &str, text: String| Some(ClientMessage::new(Severity::Fatal, code, text));
+        match self {
+            SessionError::ClientIo(_) => None,
+            SessionError::Frame(e) => fatal("08P01", format!("pgbroker: invalid message: {e}")),
+            SessionError::StartupTimeout(after) => fatal(
+                "08P01",
+                format!("pgbroker: startup not finished within {after:?}"),
+            ),
+            SessionError::UnsupportedProtocol { major, minor } => fatal(
+                "0A000",
+                format!(
+                    "pgbroker: unsupported frontend protocol {major}.{minor}: server supports 3.0"
+                ),
+            ),
+            SessionError::UnsupportedParameter { name } => fatal(
+                "0A000",
+                format!("pgbroker: startup parameter \"{name}\" is not supported"),
+            ),
+            SessionError::NoUser => {
+                fatal("28000", "pgbroker: no user name in startup packet".into())
+            }
+            SessionError::Auth { user, .. } | SessionError::AuthMethod { user, .. } => fatal(
+                "28P01",
+                format!("pgbroker: password authentication failed for user \"{user}\""),
+            ),
+            SessionError::Borrow(e) => Some(e.client_message(true)),
+            SessionError::Server(_) => fatal(
+                "08006",
+                "pgbroker: lost the connection to the backend".into(),
+            ),
+            SessionError::Parameter {
+                name,
+                code,
+                message,
+            } => fatal(
+                code,
+                format!("pgbroker: startup parameter \"{name}\" rejected: {message}"),
+            ),
+            SessionError::TooManyClients { max } => Some(ClientMessage::new(
+                Severity::Fatal,
+                "53300",
+                format!(
+                    "pgbroker: too many client connections (listen.max_client_connections = {max})"
+                ),
+            )),
+            SessionError::Shutdown => fatal(
+                "57P01",
+                "pgbroker: terminating connection: shutting down".into(),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::AuthError;
+    use crate::error::FrameError;
+    use std::io;
+    use std::time::Duration;
+
+    #[test]
+    fn unknown_user_and_bad_password_read_the_same() {
+        let a = SessionError::Auth {
+            user: "x".into(),
+            source: AuthError::BadPassword,
+        };
+        let b = SessionError::AuthMethod {
+            user: "x".into(),
+            method: "md5",
+        };
+        assert_eq!(a.client_message(), b.client_message());
+        assert_eq!(a.client_message().unwrap().code, "28P01");
+    }
+
+    #[test]
+    fn backend_down_names_the_backend() {
+        let e = BorrowError::Login(LoginError::Connect {
+            addr: "127.0.0.1:1".into(),
+            source: io::Error::from(io::ErrorKind::ConnectionRefused),
+        });
+        let at_connect = e.client_message(true);
+        assert_eq!(
+            (at_connect.code.as_str(), at_connect.severity),
+            ("08001", Severity::Fatal)
+        );
+        assert!(at_connect
+            .text
+            .starts_with("pgbroker: cannot connect to backend 127.0.0.1:1: "));
+        assert_eq!(e.client_message(false).code, "08006");
+    }
+
+    #[test]
+    fn every_message_starts_with_pgbroker() {
+        let errors = [
+            SessionError::Frame(FrameError::Malformed { what: "x" }),
+            SessionError::StartupTimeout(Duration::from_secs(1)),
+            SessionError::UnsupportedProtocol { major: 2, minor: 0 },
+            SessionError::NoUser,
+            SessionError::Shutdown,
+            SessionError::TooManyClients { max: 1 },
+        ];
+        for e in errors {
+            assert!(
+                e.client_message().unwrap().text.starts_with("pgbroker: "),
+                "{e}"
+            );
+        }
+    }
+}

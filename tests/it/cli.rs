@@ -1,0 +1,115 @@
+//! The pgbroker binary: `check`, `scram-secret`, and a run that SIGTERM stops with exit 0.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::{cluster, connect_url, scalar};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pgbroker");
+
+fn repo_file(name: &str) -> String {
+    format!("{}/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn check_accepts_the_shipped_configs_and_rejects_unknown_keys() {
+    for file in ["config.toml", "examples/sidecar.toml"] {
+        let out = Command::new(BIN)
+            .args(["check", "--config", &repo_file(file)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("borrow_timeout"));
+    }
+    let dir = std::env::temp_dir().join(format!("pgbroker-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[pool]\nsize = 4\nsise = 3\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("sise") && stderr.contains("line 3"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn scram_secret_reads_stdin() {
+    let mut child = Command::new(BIN)
+        .args(["scram-secret", "--iterations", "1000"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hunter2\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let secret = String::from_utf8(out.stdout).unwrap();
+    let parsed = pgbroker::auth::ScramSecret::parse(secret.trim()).unwrap();
+    assert_eq!(parsed.iterations, 1000);
+    let again = pgbroker::auth::ScramSecret::derive("hunter2", &parsed.salt, 1000);
+    assert_eq!(again.stored_key, parsed.stored_key);
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero() {
+    let cluster = cluster(20).await;
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let dir = std::env::temp_dir().join(format!("pgbroker-sigterm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\naddr = \"127.0.0.1:{port}\"\n[backend]\nport = {}\n[[users]]\nname = \"app\"\npassword = \"app\"\n",
+            cluster.port()
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["--log-format", "json", "--config", config.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("host=127.0.0.1 port={port} user=app password=app dbname=app");
+    let client = loop {
+        match connect_url(&url).await {
+            Ok(client) => break client,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    assert_eq!(scalar(&client, "SELECT 1").await, "1");
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(status.code(), Some(0));
+    let err = client.simple_query("SELECT 1").await.unwrap_err();
+    assert!(
+        err.is_closed()
+            || err
+                .as_db_error()
+                .is_some_and(|e| e.code().code() == "57P01"),
+        "{err}"
+    );
+}
