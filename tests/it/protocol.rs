@@ -165,14 +165,7 @@ async fn ssl_request_is_refused_and_startup_continues() {
     raw.read_exact(&mut answer).await.unwrap();
     assert_eq!(&answer, b"N");
     // The same connection goes on with a StartupMessage and is asked to authenticate.
-    let mut startup = vec![0, 3, 0, 0];
-    startup.extend_from_slice(b"user\0app\0database\0app\0\0");
-    let mut packet = u32::try_from(startup.len() + 4)
-        .unwrap()
-        .to_be_bytes()
-        .to_vec();
-    packet.extend_from_slice(&startup);
-    raw.write_all(&packet).await.unwrap();
+    send_startup(&mut raw, 0, b"user\0app\0database\0app\0\0").await;
     let mut tag = [0u8; 1];
     raw.read_exact(&mut tag).await.unwrap();
     assert_eq!(&tag, b"R", "an authentication request follows");
@@ -181,14 +174,7 @@ async fn ssl_request_is_refused_and_startup_continues() {
 /// Logs in over a raw socket with cleartext auth; returns the socket after ReadyForQuery.
 async fn raw_login(h: &Harness) -> tokio::net::TcpStream {
     let mut raw = tokio::net::TcpStream::connect(h.addr).await.unwrap();
-    let mut startup = vec![0, 3, 0, 0];
-    startup.extend_from_slice(b"user\0app\0database\0app\0\0");
-    let mut packet = u32::try_from(startup.len() + 4)
-        .unwrap()
-        .to_be_bytes()
-        .to_vec();
-    packet.extend_from_slice(&startup);
-    raw.write_all(&packet).await.unwrap();
+    send_startup(&mut raw, 0, b"user\0app\0database\0app\0\0").await;
     let mut request = [0u8; 9];
     raw.read_exact(&mut request).await.unwrap();
     assert_eq!(
@@ -264,14 +250,7 @@ async fn startup_timeout_ends_silent_clients() {
 async fn newer_minor_version_gets_negotiate_protocol_version() {
     let h = Harness::start(|_| {}).await;
     let mut raw = tokio::net::TcpStream::connect(h.addr).await.unwrap();
-    let mut startup = vec![0, 3, 0, 2];
-    startup.extend_from_slice(b"user\0app\0_pq_.future\0x\0\0");
-    let mut packet = u32::try_from(startup.len() + 4)
-        .unwrap()
-        .to_be_bytes()
-        .to_vec();
-    packet.extend_from_slice(&startup);
-    raw.write_all(&packet).await.unwrap();
+    send_startup(&mut raw, 2, b"user\0app\0_pq_.future\0x\0\0").await;
     let mut header = [0u8; 5];
     raw.read_exact(&mut header).await.unwrap();
     assert_eq!(header[0], b'v');
@@ -303,4 +282,15 @@ async fn max_client_connections_turns_clients_away_with_53300() {
     h.connect_as("app", "app", "after")
         .await
         .expect("a slot freed up");
+}
+
+/// Sends a protocol 3.`minor` StartupMessage with `params` (NUL-separated, list-terminated).
+async fn send_startup(raw: &mut tokio::net::TcpStream, minor: u8, params: &[u8]) {
+    let mut packet = u32::try_from(params.len() + 8)
+        .unwrap()
+        .to_be_bytes()
+        .to_vec();
+    packet.extend_from_slice(&[0, 3, 0, minor]);
+    packet.extend_from_slice(params);
+    raw.write_all(&packet).await.unwrap();
 }
