@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::BytesMut;
 use rand::RngExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::pool::CancelTarget;
@@ -17,6 +17,29 @@ use crate::protocol::write;
 struct Slot {
     secret: i32,
     target: Option<CancelTarget>,
+    /// Cancel requests for this client on their way to Postgres.
+    in_flight: u32,
+}
+
+/// A cancel request on its way; while any exists for a client, the server connection it
+/// targets must not go back to the pool (the signal could hit the next client's query).
+#[derive(Debug)]
+pub struct InFlight {
+    registry: Arc<CancelRegistry>,
+    pid: i32,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut slots = self
+            .registry
+            .slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(slot) = slots.get_mut(&self.pid) {
+            slot.in_flight = slot.in_flight.saturating_sub(1);
+        }
+    }
 }
 
 /// The map from broker-issued keys to the server serving each client now.
@@ -47,6 +70,7 @@ impl CancelRegistry {
                 slot.insert(Slot {
                     secret,
                     target: None,
+                    in_flight: 0,
                 });
                 return CancelKey {
                     registry: Arc::clone(self),
@@ -57,13 +81,20 @@ impl CancelRegistry {
         }
     }
 
-    /// The server a (pid, secret) pair may cancel now, if the pair is genuine.
-    pub fn target(&self, pid: i32, secret: i32) -> Option<CancelTarget> {
-        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        slots
-            .get(&pid)
-            .filter(|s| s.secret == secret)
-            .and_then(|s| s.target)
+    /// The server a (pid, secret) pair may cancel now, if the pair is genuine, with a
+    /// guard that marks the cancel in flight until dropped.
+    pub fn begin(self: &Arc<Self>, pid: i32, secret: i32) -> Option<(CancelTarget, InFlight)> {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = slots.get_mut(&pid).filter(|s| s.secret == secret)?;
+        let target = slot.target?;
+        slot.in_flight += 1;
+        Some((
+            target,
+            InFlight {
+                registry: Arc::clone(self),
+                pid,
+            },
+        ))
     }
 
     fn set(&self, pid: i32, target: Option<CancelTarget>) {
@@ -79,6 +110,16 @@ impl CancelRegistry {
 }
 
 impl CancelKey {
+    /// True while a cancel request for this client is on its way to Postgres.
+    pub fn cancelling(&self) -> bool {
+        let slots = self
+            .registry
+            .slots
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        slots.get(&self.pid).is_some_and(|s| s.in_flight > 0)
+    }
+
     /// Points the key at the server now serving the client (`None`: no server held).
     pub fn serve(&self, target: Option<CancelTarget>) {
         self.registry.set(self.pid, target);
@@ -95,13 +136,24 @@ impl Drop for CancelKey {
     }
 }
 
-/// Sends a CancelRequest for `target` to Postgres (best effort, as Postgres itself treats it).
+/// How long a cancel request may take to reach Postgres.
+const CANCEL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Sends a CancelRequest for `target` to Postgres and waits until Postgres closes that
+/// connection, which it does once the signal is sent (best effort, bounded).
 pub async fn send_cancel(target: CancelTarget) -> std::io::Result<()> {
-    let mut stream = TcpStream::connect(target.addr).await?;
-    let mut buf = BytesMut::new();
-    write::cancel_request(&mut buf, target.pid, target.secret);
-    stream.write_all(&buf).await?;
-    stream.shutdown().await
+    let send = async {
+        let mut stream = TcpStream::connect(target.addr).await?;
+        let mut buf = BytesMut::new();
+        write::cancel_request(&mut buf, target.pid, target.secret);
+        stream.write_all(&buf).await?;
+        let mut sink = [0u8; 64];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok(())
+    };
+    tokio::time::timeout(CANCEL_TIMEOUT, send)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
 #[cfg(test)]
@@ -112,18 +164,24 @@ mod tests {
     fn keys_map_only_while_serving_and_only_with_the_secret() {
         let registry = Arc::new(CancelRegistry::default());
         let key = registry.register();
-        assert_eq!(registry.target(key.pid, key.secret), None);
+        assert!(registry.begin(key.pid, key.secret).is_none());
         let target = CancelTarget {
             addr: "127.0.0.1:5432".parse().unwrap(),
             pid: 9,
             secret: 10,
         };
         key.serve(Some(target));
-        assert_eq!(registry.target(key.pid, key.secret), Some(target));
-        assert_eq!(registry.target(key.pid, key.secret.wrapping_add(1)), None);
+        let (got, in_flight) = registry.begin(key.pid, key.secret).unwrap();
+        assert_eq!(got, target);
+        assert!(key.cancelling());
+        drop(in_flight);
+        assert!(!key.cancelling());
+        assert!(registry
+            .begin(key.pid, key.secret.wrapping_add(1))
+            .is_none());
         let pid = key.pid;
         let secret = key.secret;
         drop(key);
-        assert_eq!(registry.target(pid, secret), None);
+        assert!(registry.begin(pid, secret).is_none());
     }
 }

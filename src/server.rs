@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{KeyCache, Secret};
 use crate::cancel::CancelRegistry;
-use crate::config::Config;
+use crate::config::{AuthMethod, Config};
 use crate::error::{Error, SessionError};
 use crate::pool::{BackendAddr, PoolOptions, Pools};
 use crate::protocol::write;
@@ -52,9 +52,11 @@ impl Broker {
             size: config.pool.size,
             borrow_timeout: config.pool.borrow_timeout,
         };
+        let default_method = most_common_method(&users);
         let shared = Shared {
             config: Arc::new(config),
             users,
+            default_method,
             keys: KeyCache::new(),
             pools: Pools::new(backend, options),
             cancels: Arc::new(CancelRegistry::default()),
@@ -164,4 +166,17 @@ fn users(config: &Config) -> Result<HashMap<String, UserEntry>, Error> {
             Ok((user.name.clone(), entry))
         })
         .collect()
+}
+
+/// The authentication method most configured users have (SCRAM when there are none).
+fn most_common_method(users: &HashMap<String, UserEntry>) -> AuthMethod {
+    let count = |m: AuthMethod| users.values().filter(|u| u.method == m).count();
+    [
+        AuthMethod::ScramSha256,
+        AuthMethod::Md5,
+        AuthMethod::Password,
+    ]
+    .into_iter()
+    .max_by_key(|&m| (count(m), m == AuthMethod::ScramSha256))
+    .unwrap_or(AuthMethod::ScramSha256)
 }

@@ -54,6 +54,9 @@ impl BorrowError {
     }
 }
 
+/// SQLSTATEs of refused logins whose server text a client may read.
+const PASSED_THROUGH: [&str; 4] = ["3D000", "53300", "57P03", "57P01"];
+
 impl LoginError {
     fn client_message(&self, severity: Severity, at_connect: bool) -> ClientMessage {
         let unreachable = if at_connect { "08001" } else { "08006" };
@@ -61,13 +64,22 @@ impl LoginError {
             LoginError::Connect { .. } | LoginError::Timeout { .. } => {
                 ClientMessage::new(severity, unreachable, format!("pgbroker: {self}"))
             }
-            // Postgres's own words about a login it refused (unknown database, too many
-            // connections, starting up) are meant for users; pass code and text through.
-            LoginError::Refused { code, message } => ClientMessage::new(
+            // Postgres's own words about a login it refused for a reason meant for users
+            // (unknown database, too many connections, starting up) pass through; others
+            // (pg_hba.conf, the broker's password) could describe the broker: code only.
+            LoginError::Refused { code, message } if PASSED_THROUGH.contains(&code.as_str()) => {
+                ClientMessage::new(
+                    severity,
+                    code,
+                    format!("pgbroker: backend refused the login: {message}"),
+                )
+            }
+            LoginError::Refused { code, .. } => ClientMessage::new(
                 severity,
                 code,
-                format!("pgbroker: backend refused the login: {message}"),
-            ),
+                format!("pgbroker: backend refused the login (SQLSTATE {code})"),
+            )
+            .hint("check the broker's [[users]] password against the backend's authentication"),
             LoginError::Unsupported { .. } => {
                 ClientMessage::new(severity, unreachable, format!("pgbroker: {self}")).hint(
                     "configure the user's plaintext password (or its md5 hash for an md5 server)",
@@ -95,7 +107,7 @@ impl SessionError {
                 format!("pgbroker: startup not finished within {after:?}"),
             ),
             SessionError::UnsupportedProtocol { major, minor } => fatal(
-                "0A000",
+                "08P01",
                 format!(
                     "pgbroker: unsupported frontend protocol {major}.{minor}: server supports 3.0"
                 ),
@@ -116,13 +128,9 @@ impl SessionError {
                 "08006",
                 "pgbroker: lost the connection to the backend".into(),
             ),
-            SessionError::Parameter {
-                name,
+            SessionError::Parameter { code, message } => fatal(
                 code,
-                message,
-            } => fatal(
-                code,
-                format!("pgbroker: startup parameter \"{name}\" rejected: {message}"),
+                format!("pgbroker: a session parameter was rejected: {message}"),
             ),
             SessionError::TooManyClients { max } => Some(ClientMessage::new(
                 Severity::Fatal,

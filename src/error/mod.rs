@@ -187,14 +187,12 @@ pub enum SessionError {
     /// The server connection failed under the client.
     #[error(transparent)]
     Server(#[from] ServerError),
-    /// A startup parameter of the client was rejected by Postgres.
-    #[error("startup parameter {name} rejected: {message} ({code})")]
+    /// A setting of the client (from its startup packet) was rejected by Postgres.
+    #[error("session parameter rejected: {message} ({code})")]
     Parameter {
-        /// Parameter name.
-        name: String,
         /// SQLSTATE.
         code: String,
-        /// Message from Postgres.
+        /// Message from Postgres (it names the parameter).
         message: String,
     },
     /// listen.max_client_connections reached.

@@ -42,7 +42,15 @@ pub struct ServerConn {
     pub params: Params,
     /// Unreported settings the broker SET on this connection for its current client.
     pub extras: Params,
+    /// A client ran RESET or DISCARD: `extras` says which names may be set, not their values.
+    extras_stale: bool,
     scan: Passthrough,
+    /// ReadyForQuery messages still owed to statements the broker put in front of a
+    /// client's messages; everything up to them is the broker's, not the client's.
+    prelude: u32,
+    /// A client may have left an unnamed prepared statement here (Parse with no name since
+    /// the last simple Query); the next client must not be able to Bind it.
+    unnamed: bool,
     cancel: CancelTarget,
     created: Instant,
     broken: bool,
@@ -58,6 +66,9 @@ impl ServerConn {
             params: Params::new(),
             extras: Params::new(),
             scan: Passthrough::default(),
+            prelude: 0,
+            unnamed: false,
+            extras_stale: false,
             cancel: CancelTarget {
                 addr,
                 pid: 0,
@@ -131,6 +142,8 @@ impl ServerConn {
     /// Reads and discards server messages until the position is quiet, keeping `params`
     /// current; the first ErrorResponse is returned once the server is at rest.
     pub async fn drain(&mut self, what: &'static str) -> Result<(), ServerError> {
+        // Whatever the broker queued in front is read and dropped here with the rest.
+        self.prelude = 0;
         let mut failure = None;
         while !self.position.is_quiet() {
             let Some((header, body)) = whole_frame(&self.rbuf)? else {
@@ -160,17 +173,79 @@ impl ServerConn {
         out: &mut BytesMut,
         mut on_param: impl FnMut(&str, &str),
     ) -> Result<(), FrameError> {
-        while let Some(step) = self.scan.next(&self.rbuf, Position::watches)? {
+        loop {
+            let ours = self.prelude > 0;
+            let Some(step) = self
+                .scan
+                .next(&self.rbuf, |t| ours || Position::watches(t))?
+            else {
+                return Ok(());
+            };
             if let Step::Frame(header, body, _) = &step {
-                if let Some((name, value)) =
-                    observe(&mut self.position, &mut self.params, header.tag, body)
-                {
-                    on_param(name, value);
+                let param = observe(&mut self.position, &mut self.params, header.tag, body);
+                match param {
+                    Some((name, value)) if !ours => on_param(name, value),
+                    _ if ours && header.tag == b'Z' => self.prelude -= 1,
+                    _ => {}
                 }
             }
             let len = step.len();
-            out.extend_from_slice(&self.rbuf[..len]);
+            if !ours {
+                out.extend_from_slice(&self.rbuf[..len]);
+            }
             self.rbuf.advance(len);
+        }
+    }
+
+    /// A client ran RESET or DISCARD: the values in `extras` can no longer be trusted.
+    pub fn forget_extras(&mut self) {
+        self.extras_stale = true;
+    }
+
+    /// True while `extras` holds the values actually in force.
+    pub fn extras_known(&self) -> bool {
+        !self.extras_stale
+    }
+
+    /// Records the unreported settings now in force for the current client.
+    pub fn set_extras(&mut self, extras: &Params) {
+        self.extras.clone_from(extras);
+        self.extras_stale = false;
+    }
+
+    /// Accounts for a whole client frame about to be sent.
+    pub fn sent(&mut self, tag: u8, frame: &[u8]) {
+        self.position.sent(tag);
+        match tag {
+            // A Parse's body starts with the statement name; an empty one is a NUL.
+            b'P' => self.unnamed |= frame.get(crate::protocol::HEADER_LEN) == Some(&0),
+            b'Q' => self.unnamed = false,
+            _ => {}
+        }
+    }
+
+    /// Puts what the broker must run before a new client's messages in front of them:
+    /// closing an unnamed statement a previous client left. Its replies are swallowed.
+    pub fn queue_prelude(&mut self, out: &mut BytesMut) {
+        if !self.unnamed {
+            return;
+        }
+        write::close(out, b'S', "");
+        write::sync(out);
+        self.position.sent(b'C');
+        self.position.sent(b'S');
+        self.prelude += 1;
+        self.unnamed = false;
+    }
+
+    /// Skips the rest of a frame that was being passed through to a client that left.
+    async fn skip_partial_frame(&mut self) -> Result<(), ServerError> {
+        while self.scan.mid_frame() {
+            if self.rbuf.is_empty() {
+                self.fill().await?;
+            }
+            let n = self.scan.skip(self.rbuf.len());
+            self.rbuf.advance(n);
         }
         Ok(())
     }
@@ -181,6 +256,7 @@ impl ServerConn {
     /// connection must be closed. Not cancel-safe (the caller bounds it with a timeout and
     /// closes the connection when it fires).
     pub async fn settle(&mut self, pending: &[u8], discard_all: bool) -> Result<(), ServerError> {
+        self.skip_partial_frame().await?;
         self.send(pending).await?;
         if !self.position.is_quiet() {
             self.stop_in_flight().await?;
@@ -190,7 +266,7 @@ impl ServerConn {
         }
         if discard_all {
             self.run("DISCARD ALL", "session reset").await?;
-            self.extras.clear();
+            self.set_extras(&Params::new());
         }
         Ok(())
     }

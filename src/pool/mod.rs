@@ -188,6 +188,16 @@ impl Pools {
             .clone()
     }
 
+    /// Drops the pool of (database, user) if it holds no connection (its first login
+    /// failed), so invented database names do not pile up.
+    pub fn forget_unused(&self, database: &str, user: &str) {
+        let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (database.to_owned(), user.to_owned());
+        if pools.get(&key).is_some_and(|p| p.status().size == 0) {
+            pools.remove(&key);
+        }
+    }
+
     /// Every pool, for shutdown and gauges.
     pub fn all(&self) -> Vec<Pool> {
         self.pools

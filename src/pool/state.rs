@@ -13,6 +13,9 @@ pub struct Position {
     pub copy_in: bool,
     /// Transaction status of the last ReadyForQuery: 'I', 'T' or 'E'.
     pub status: u8,
+    /// Syncs sent since the last Execute: if that Execute starts a COPY IN, Postgres reads
+    /// and ignores them as part of the COPY, so they get no ReadyForQuery.
+    pub syncs_since_execute: u32,
 }
 
 impl Default for Position {
@@ -22,6 +25,7 @@ impl Default for Position {
             unsynced: false,
             copy_in: false,
             status: b'I',
+            syncs_since_execute: 0,
         }
     }
 }
@@ -30,12 +34,19 @@ impl Position {
     /// Accounts for a client message about to be sent to the server.
     pub fn sent(&mut self, tag: u8) {
         match tag {
+            // Postgres ignores Sync and Flush during COPY IN.
+            b'S' | b'H' if self.copy_in => {}
             b'Q' | b'F' => self.outstanding += 1,
             b'S' => {
                 self.outstanding += 1;
+                self.syncs_since_execute += 1;
                 self.unsynced = false;
             }
-            b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => self.unsynced = true,
+            b'E' => {
+                self.syncs_since_execute = 0;
+                self.unsynced = true;
+            }
+            b'P' | b'B' | b'D' | b'C' | b'H' => self.unsynced = true,
             b'c' | b'f' => self.copy_in = false,
             _ => {}
         }
@@ -49,7 +60,15 @@ impl Position {
                 self.copy_in = false;
                 self.status = body.first().copied().unwrap_or(b'E');
             }
-            b'G' => self.copy_in = true,
+            b'G' => {
+                self.copy_in = true;
+                // Syncs pipelined behind the Execute that started this COPY were eaten by it.
+                self.outstanding = self.outstanding.saturating_sub(self.syncs_since_execute);
+                if self.syncs_since_execute > 0 {
+                    self.unsynced = true;
+                }
+                self.syncs_since_execute = 0;
+            }
             _ => {}
         }
     }
@@ -94,6 +113,22 @@ mod tests {
         p.sent(b'P');
         p.received(b'Z', b"I");
         assert!(!p.is_idle());
+        p.sent(b'S');
+        p.received(b'Z', b"I");
+        assert!(p.is_idle());
+    }
+
+    #[test]
+    fn extended_copy_in_eats_the_pipelined_sync() {
+        let mut p = Position::default();
+        for t in *b"PBES" {
+            p.sent(t);
+        }
+        p.received(b'G', b"");
+        p.sent(b'd');
+        p.sent(b'H');
+        p.sent(b'c');
+        assert!(!p.is_quiet(), "the COPY still needs its Sync");
         p.sent(b'S');
         p.received(b'Z', b"I");
         assert!(p.is_idle());

@@ -97,6 +97,13 @@ pub enum Step<'a> {
 }
 
 impl Passthrough {
+    /// Consumes up to `available` bytes of the partly forwarded frame; returns how many.
+    pub fn skip(&mut self, available: usize) -> usize {
+        let n = self.remaining.min(available);
+        self.remaining -= n;
+        n
+    }
+
     /// True while a passthrough frame is only partly forwarded.
     pub fn mid_frame(&self) -> bool {
         self.remaining > 0

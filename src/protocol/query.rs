@@ -19,6 +19,8 @@ pub enum PinReason {
     HoldCursor,
     /// SQL PREPARE.
     Prepare,
+    /// A DO block (it may change anything).
+    DoBlock,
     /// A named protocol-level prepared statement.
     NamedStatement,
 }
@@ -33,6 +35,7 @@ impl PinReason {
             PinReason::TempObject => "temp_object",
             PinReason::HoldCursor => "hold_cursor",
             PinReason::Prepare => "prepare",
+            PinReason::DoBlock => "do_block",
             PinReason::NamedStatement => "named_statement",
         }
     }
@@ -42,17 +45,24 @@ impl PinReason {
 enum Token<'a> {
     Word(&'a str),
     Semicolon,
+    Dot,
     Other,
 }
 
 struct Tokens<'a> {
     sql: &'a str,
     pos: usize,
+    /// standard_conforming_strings is off: backslashes escape inside every '…'.
+    backslash: bool,
 }
 
 impl<'a> Tokens<'a> {
-    fn new(sql: &'a str) -> Self {
-        Tokens { sql, pos: 0 }
+    fn new(sql: &'a str, backslash: bool) -> Self {
+        Tokens {
+            sql,
+            pos: 0,
+            backslash,
+        }
     }
 
     fn rest(&self) -> &'a [u8] {
@@ -157,8 +167,12 @@ impl<'a> Iterator for Tokens<'a> {
                 (b'-', Some(b'-')) => self.skip_past(b"\n"),
                 (b'/', Some(b'*')) => self.skip_block_comment(),
                 (b'\'', _) => {
-                    self.skip_quoted(b'\'', false);
+                    self.skip_quoted(b'\'', self.backslash);
                     return Some(Token::Other);
+                }
+                (b'.', _) => {
+                    self.pos += 1;
+                    return Some(Token::Dot);
                 }
                 (b'"', _) => return Some(self.quoted_ident()),
                 (b'$', _) if self.skip_dollar() => return Some(Token::Other),
@@ -185,87 +199,154 @@ const ADVISORY_LOCKS: [&str; 4] = [
     "pg_try_advisory_lock_shared",
 ];
 
-/// Does `sql` (one or more statements) leave session state behind? `tracked(name)` tells
-/// whether a parameter is one the broker tracks and replays (reported by the server and
-/// settable), so that a SET of it needs no pin.
-pub fn pin_reason(sql: &str, tracked: impl Fn(&str) -> bool) -> Option<PinReason> {
-    let mut tokens = Tokens::new(sql);
-    let mut reason = None;
+/// What a batch of statements does that the broker must act on.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Effects {
+    /// It leaves session state behind: the client must keep its server.
+    pub pin: Option<PinReason>,
+    /// It resets settings (RESET, DISCARD): what the broker SET on the server is unknown now.
+    pub resets: bool,
+}
+
+/// The first words of one statement, and which of them a `.` follows.
+#[derive(Default)]
+struct Lead<'a> {
+    words: [&'a str; 4],
+    dotted: [bool; 4],
+    n: usize,
+}
+
+impl<'a> Lead<'a> {
+    fn push(&mut self, word: &'a str) {
+        if self.n < self.words.len() {
+            self.words[self.n] = word;
+            self.n += 1;
+        }
+    }
+
+    fn dot(&mut self) {
+        if let Some(d) = self.n.checked_sub(1).and_then(|i| self.dotted.get_mut(i)) {
+            *d = true;
+        }
+    }
+
+    fn is(&self, i: usize, keyword: &str) -> bool {
+        i < self.n && self.words[i].eq_ignore_ascii_case(keyword)
+    }
+}
+
+fn any_of(word: &str, list: &[&str]) -> bool {
+    list.iter().any(|k| word.eq_ignore_ascii_case(k))
+}
+
+/// What `sql` (one or more statements) does to the session. `tracked(name)` tells whether a
+/// parameter is one the broker replays (reported by the server and settable), so that a
+/// SET of it needs no pin. `backslash_quotes`: standard_conforming_strings is off, so a
+/// backslash escapes a quote inside '…'.
+pub fn analyze(sql: &str, backslash_quotes: bool, tracked: impl Fn(&str) -> bool) -> Effects {
+    let mut tokens = Tokens::new(sql, backslash_quotes);
+    let mut effects = Effects::default();
     loop {
-        let mut words = [""; 4];
-        let mut n = 0;
+        let mut lead = Lead::default();
+        let mut prev = "";
         let mut ended = true;
-        let mut with = false;
         for token in tokens.by_ref() {
             ended = false;
             match token {
                 Token::Semicolon => break,
+                Token::Dot => lead.dot(),
                 Token::Word(w) => {
-                    if ADVISORY_LOCKS.iter().any(|l| w.eq_ignore_ascii_case(l)) {
-                        reason = reason.or(Some(PinReason::AdvisoryLock));
-                    }
-                    if with
-                        && w.eq_ignore_ascii_case("hold")
-                        && words[0].eq_ignore_ascii_case("declare")
-                    {
-                        reason = reason.or(Some(PinReason::HoldCursor));
-                    }
-                    with = w.eq_ignore_ascii_case("with");
-                    if n < words.len() {
-                        words[n] = w;
-                        n += 1;
-                    }
+                    effects.pin = effects.pin.or(word_pin(prev, w, &lead));
+                    lead.push(w);
+                    prev = w;
+                    continue;
                 }
-                Token::Other => with = false,
+                Token::Other => {}
             }
+            prev = "";
         }
-        reason = reason.or_else(|| statement_pin(&words[..n], &tracked));
+        effects.pin = effects.pin.or_else(|| statement_pin(&lead, &tracked));
+        effects.resets |= lead.is(0, "reset") || lead.is(0, "discard");
         if ended {
-            return reason;
+            return effects;
         }
     }
 }
 
-fn statement_pin(words: &[&str], tracked: &impl Fn(&str) -> bool) -> Option<PinReason> {
-    let is = |i: usize, kw: &str| words.get(i).is_some_and(|w| w.eq_ignore_ascii_case(kw));
-    if is(0, "listen") {
+/// Does `sql` leave session state behind? [`analyze`] without the rest.
+pub fn pin_reason(sql: &str, tracked: impl Fn(&str) -> bool) -> Option<PinReason> {
+    analyze(sql, false, tracked).pin
+}
+
+/// Pins that a word anywhere in a statement causes (function calls, INTO TEMP, WITH HOLD).
+fn word_pin(prev: &str, word: &str, lead: &Lead<'_>) -> Option<PinReason> {
+    if any_of(word, &ADVISORY_LOCKS) {
+        return Some(PinReason::AdvisoryLock);
+    }
+    if word.eq_ignore_ascii_case("set_config") {
+        return Some(PinReason::Set);
+    }
+    if word.eq_ignore_ascii_case("pg_temp")
+        || (prev.eq_ignore_ascii_case("into") && any_of(word, &["temp", "temporary"]))
+    {
+        return Some(PinReason::TempObject);
+    }
+    (prev.eq_ignore_ascii_case("with")
+        && word.eq_ignore_ascii_case("hold")
+        && lead.is(0, "declare"))
+    .then_some(PinReason::HoldCursor)
+}
+
+fn statement_pin(lead: &Lead<'_>, tracked: &impl Fn(&str) -> bool) -> Option<PinReason> {
+    if lead.is(0, "listen") {
         return Some(PinReason::Listen);
     }
-    if is(0, "prepare") {
+    if lead.is(0, "prepare") {
         return Some(PinReason::Prepare);
     }
-    if is(0, "create") {
-        let temp = words[1..].iter().find(|w| {
-            !["or", "replace", "global", "local", "unlogged"]
-                .iter()
-                .any(|k| w.eq_ignore_ascii_case(k))
+    // A DO block can SET, LISTEN or lock anything; the scan cannot see inside it.
+    if lead.is(0, "do") {
+        return Some(PinReason::DoBlock);
+    }
+    if lead.is(0, "create") {
+        let kind = (1..lead.n).find(|&i| {
+            !any_of(
+                lead.words[i],
+                &["or", "replace", "global", "local", "unlogged"],
+            )
         });
-        return temp
-            .filter(|w| w.eq_ignore_ascii_case("temp") || w.eq_ignore_ascii_case("temporary"))
+        return kind
+            .filter(|&i| any_of(lead.words[i], &["temp", "temporary"]))
             .map(|_| PinReason::TempObject);
     }
-    if is(0, "set") {
-        return set_pin(&words[1..], tracked);
+    if lead.is(0, "set") {
+        return set_pin(lead, tracked);
     }
     None
 }
 
 /// SET [SESSION | LOCAL] name …: LOCAL and TRANSACTION end with the transaction; a tracked
-/// parameter is replayed on every server; anything else pins.
-fn set_pin(words: &[&str], tracked: &impl Fn(&str) -> bool) -> Option<PinReason> {
-    let is = |i: usize, kw: &str| words.get(i).is_some_and(|w| w.eq_ignore_ascii_case(kw));
-    if is(0, "local") || is(0, "transaction") {
+/// parameter is replayed on every server; anything else (a custom `a.b`, ROLE, …) pins.
+fn set_pin(lead: &Lead<'_>, tracked: &impl Fn(&str) -> bool) -> Option<PinReason> {
+    let custom = |i: usize| lead.dotted[i];
+    if (lead.is(1, "local") || lead.is(1, "transaction")) && !custom(1) {
         return None;
     }
-    let words = if is(0, "session") { &words[1..] } else { words };
-    let name = match words.first().copied() {
-        Some(w) if w.eq_ignore_ascii_case("time") => "TimeZone",
-        Some(w) if w.eq_ignore_ascii_case("names") => "client_encoding",
-        Some(w) if w.eq_ignore_ascii_case("schema") => "search_path",
-        Some(w) => w,
-        None => return Some(PinReason::Set),
+    let at = if lead.is(1, "session") && !custom(1) {
+        2
+    } else {
+        1
     };
-    // `SET a.b = …` (a custom parameter) reaches here as "a": never tracked, so it pins.
+    if at >= lead.n || custom(at) {
+        return Some(PinReason::Set);
+    }
+    let word = lead.words[at];
+    let name = match word {
+        w if w.eq_ignore_ascii_case("time") => "TimeZone",
+        w if w.eq_ignore_ascii_case("names") => "client_encoding",
+        w if w.eq_ignore_ascii_case("schema") => "search_path",
+        w => w,
+    };
     (!tracked(name)).then_some(PinReason::Set)
 }
 
@@ -354,6 +435,47 @@ mod tests {
         for (sql, want) in cases {
             assert_eq!(pin(sql), Some(want), "{sql}");
         }
+    }
+
+    #[test]
+    fn state_set_through_functions_and_temp_schemas_pins() {
+        let cases = [
+            (
+                "SELECT set_config('app.tenant', '42', false)",
+                PinReason::Set,
+            ),
+            ("SET local.tenant = 1", PinReason::Set),
+            ("set transaction.x = 1", PinReason::Set),
+            ("SET SESSION my.x TO 1", PinReason::Set),
+            ("SELECT 1 INTO TEMP t", PinReason::TempObject),
+            ("CREATE TABLE pg_temp.t (x int)", PinReason::TempObject),
+            ("DO $$BEGIN PERFORM 1; END$$", PinReason::DoBlock),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(pin(sql), Some(want), "{sql}");
+        }
+        assert_eq!(pin("SET LOCAL my.x = 1"), None);
+    }
+
+    #[test]
+    fn reset_and_discard_are_reported() {
+        for sql in [
+            "RESET statement_timeout",
+            "reset all",
+            "DISCARD ALL",
+            "select 1; discard plans",
+        ] {
+            assert!(analyze(sql, false, tracked).resets, "{sql}");
+        }
+        assert!(!analyze("select 'reset'", false, tracked).resets);
+    }
+
+    #[test]
+    fn backslash_quotes_when_standard_strings_are_off() {
+        let sql = r"SELECT 'it\'s'; SET work_mem = '1GB'";
+        assert_eq!(analyze(sql, true, tracked).pin, Some(PinReason::Set));
+        let sql = r"SELECT 'a\'; SET work_mem = '1GB'";
+        assert_eq!(analyze(sql, false, tracked).pin, Some(PinReason::Set));
     }
 
     #[test]

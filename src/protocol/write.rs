@@ -145,6 +145,14 @@ pub fn sync(buf: &mut BytesMut) {
     message(buf, b'S', |_| {});
 }
 
+/// A Close message for a statement ('S') or portal ('P').
+pub fn close(buf: &mut BytesMut, kind: u8, name: &str) {
+    message(buf, b'C', |b| {
+        b.put_u8(kind);
+        put_cstr(b, name);
+    });
+}
+
 /// A CopyFail message.
 pub fn copy_fail(buf: &mut BytesMut, why: &str) {
     message(buf, b'f', |b| put_cstr(b, why));

@@ -17,12 +17,15 @@ use crate::cancel::CancelKey;
 use crate::config::{OnClientDisconnect, PoolMode};
 use crate::error::{ClientMessage, FrameError, ServerError, SessionError};
 use crate::pool::{Borrowed, Pool};
-use crate::protocol::query::{pin_reason, PinReason};
+use crate::protocol::query::{analyze, Effects, PinReason};
 use crate::protocol::write;
 use crate::protocol::Header;
 
 /// Past this many bytes queued for one side, the loop stops reading from the other.
 const HIGH_WATER: usize = 256 * 1024;
+
+/// Largest step the client read buffer grows by while a large message arrives.
+const READ_CHUNK: usize = 1024 * 1024;
 
 /// Message types a client may send once started.
 const FRONTEND_TAGS: &[u8] = b"BCdcfDEHFPQS";
@@ -110,7 +113,8 @@ impl<'a> Session<'a> {
                     self.server_bytes()?;
                 }
                 Event::ServerWrote(wrote) => {
-                    self.to_server.advance(wrote.map_err(ServerError::Io)?)
+                    self.to_server.advance(wrote.map_err(ServerError::Io)?);
+                    self.release_at_rest();
                 }
                 Event::Shutdown => return Err(SessionError::Shutdown),
             }
@@ -160,18 +164,21 @@ impl<'a> Session<'a> {
             let Some(header) = Header::parse(&self.io.rbuf)? else {
                 break;
             };
-            header.check_size(self.shared.config.listen.max_message_size)?;
-            let len = header.frame_len();
-            if self.io.rbuf.len() < len {
-                self.io.rbuf.reserve(len - self.io.rbuf.len());
-                break;
-            }
             match header.tag {
                 b'X' => return Ok(false),
                 tag if !FRONTEND_TAGS.contains(&tag) => {
                     return Err(FrameError::UnexpectedTag { tag }.into())
                 }
                 _ => {}
+            }
+            header.check_size(self.shared.config.listen.max_message_size)?;
+            let len = header.frame_len();
+            if self.io.rbuf.len() < len {
+                // Grow as the bytes come, not on the word of a header.
+                self.io
+                    .rbuf
+                    .reserve((len - self.io.rbuf.len()).min(READ_CHUNK));
+                break;
             }
             self.client_frame(header.tag, len).await?;
         }
@@ -182,9 +189,16 @@ impl<'a> Session<'a> {
     /// borrowing a server connection first when none is held.
     async fn client_frame(&mut self, tag: u8, len: usize) -> Result<(), SessionError> {
         let idle = matches!(self.link, Link::Idle);
-        // CopyData/Done/Fail outside COPY are ignored, as Postgres ignores them.
-        if self.skipping || (idle && matches!(tag, b'd' | b'c' | b'f')) {
+        // CopyData/Done/Fail outside COPY are ignored, as Postgres ignores them; so is a
+        // Flush with nothing to flush.
+        if self.skipping || (idle && matches!(tag, b'd' | b'c' | b'f' | b'H')) {
             self.skip_frame(tag, len);
+            return Ok(());
+        }
+        // A Sync with no transaction open needs no server: answer it here.
+        if idle && tag == b'S' {
+            self.io.rbuf.advance(len);
+            write::ready_for_query(&mut self.io.wbuf, b'I');
             return Ok(());
         }
         if idle && !self.borrow(tag).await? {
@@ -195,7 +209,11 @@ impl<'a> Session<'a> {
             return Ok(());
         };
         if *hold == Hold::Transaction {
-            if let Some(reason) = statement_pin(tag, &self.io.rbuf[..len], &self.params) {
+            let effects = statement_effects(tag, &self.io.rbuf[..len], &self.params);
+            if effects.resets {
+                conn.forget_extras();
+            }
+            if let Some(reason) = effects.pin {
                 tracing::debug!(
                     reason = reason.as_str(),
                     "session pinned to its server connection"
@@ -203,7 +221,7 @@ impl<'a> Session<'a> {
                 *hold = Hold::Pinned(reason);
             }
         }
-        conn.position.sent(tag);
+        conn.sent(tag, &self.io.rbuf[..len]);
         self.to_server.extend_from_slice(&self.io.rbuf[..len]);
         self.io.rbuf.advance(len);
         Ok(())
@@ -225,7 +243,6 @@ impl<'a> Session<'a> {
         if self.shared.shutdown.is_cancelled() {
             return Err(SessionError::Shutdown);
         }
-        self.io.flush().await?;
         let conn = match self.pool.get().await {
             Ok(conn) => conn,
             Err(crate::error::BorrowError::Closed) => return Err(SessionError::Shutdown),
@@ -235,7 +252,8 @@ impl<'a> Session<'a> {
                 return Ok(false);
             }
         };
-        let conn = self.apply_params(conn).await?;
+        let mut conn = self.apply_params(conn).await?;
+        conn.queue_prelude(&mut self.to_server);
         self.key.serve(Some(conn.cancel_target()));
         let hold = match self.shared.config.pool.mode {
             PoolMode::Transaction => Hold::Transaction,
@@ -266,26 +284,29 @@ impl<'a> Session<'a> {
         let Some(sql) = self.params.sync_sql(&conn) else {
             return Ok(conn);
         };
-        match conn.run(&sql, "session parameters").await {
-            Ok(()) => {}
-            Err(ServerError::Statement { code, message, .. }) => {
-                let name = self
-                    .params
-                    .extras
-                    .keys()
-                    .chain(self.params.reported.keys())
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                return Err(SessionError::Parameter {
-                    name,
-                    code,
-                    message,
-                });
+        // As long as a fresh login may take: a backend that does not answer a SET is broken.
+        let bound = self.shared.config.backend.connect_timeout;
+        let run = async {
+            if ClientParams::needs_utf8_first(&sql, &conn) {
+                conn.run("SET client_encoding = 'UTF8'", "session parameters")
+                    .await?;
             }
-            Err(e) => {
+            conn.run(&sql, "session parameters").await
+        };
+        match tokio::time::timeout(bound, run).await {
+            Ok(Ok(())) => {}
+            Ok(Err(ServerError::Statement { code, message, .. })) => {
+                // Some settings may have taken: the connection is at rest but its extras unknown.
+                conn.forget_extras();
+                return Err(SessionError::Parameter { code, message });
+            }
+            Ok(Err(e)) => {
                 Pool::discard(conn);
                 return Err(e.into());
+            }
+            Err(_) => {
+                Pool::discard(conn);
+                return Err(ServerError::Timeout(bound).into());
             }
         }
         for (name, value) in self.params.adopt(&mut conn) {
@@ -296,7 +317,7 @@ impl<'a> Session<'a> {
 
     /// Moves server bytes to the client and gives the server back at rest.
     fn server_bytes(&mut self) -> Result<(), SessionError> {
-        let Link::Held(conn, hold) = &mut self.link else {
+        let Link::Held(conn, _) = &mut self.link else {
             return Ok(());
         };
         let params = &mut self.params;
@@ -304,11 +325,26 @@ impl<'a> Session<'a> {
             params.reported_by_server(name, value)
         })
         .map_err(ServerError::from)?;
-        if *hold == Hold::Transaction && conn.at_rest() && self.to_server.is_empty() {
-            self.key.serve(None);
-            self.link = Link::Idle;
-        }
+        self.release_at_rest();
         Ok(())
+    }
+
+    /// In transaction mode, gives the server back once it is at rest with nothing queued.
+    /// A server a cancel request may still reach is closed instead: the signal could
+    /// otherwise hit the next client's query.
+    fn release_at_rest(&mut self) {
+        let Link::Held(conn, Hold::Transaction) = &self.link else {
+            return;
+        };
+        if !conn.at_rest() || !self.to_server.is_empty() {
+            return;
+        }
+        self.key.serve(None);
+        if let Link::Held(conn, _) = mem::replace(&mut self.link, Link::Idle) {
+            if self.key.cancelling() {
+                Pool::discard(conn);
+            }
+        }
     }
 
     /// Gives the server connection back at the end of the session, settled and reset, or
@@ -361,20 +397,24 @@ async fn server_read(server: &mut Option<(ReadHalf<'_>, &mut BytesMut)>) -> std:
 }
 
 /// Does this client frame leave session state behind on the server?
-fn statement_pin(tag: u8, frame: &[u8], params: &ClientParams) -> Option<PinReason> {
-    let body = frame.get(crate::protocol::HEADER_LEN..)?;
+fn statement_effects(tag: u8, frame: &[u8], params: &ClientParams) -> Effects {
+    let body = frame.get(crate::protocol::HEADER_LEN..).unwrap_or_default();
     let sql = match tag {
         b'Q' => body,
-        b'P' => {
-            let nul = body.iter().position(|&b| b == 0)?;
-            if nul > 0 {
-                return Some(PinReason::NamedStatement);
+        b'P' => match body.iter().position(|&b| b == 0) {
+            Some(0) => &body[1..],
+            _ => {
+                return Effects {
+                    pin: Some(PinReason::NamedStatement),
+                    resets: false,
+                };
             }
-            &body[nul + 1..]
-        }
-        _ => return None,
+        },
+        _ => return Effects::default(),
     };
     let end = sql.iter().position(|&b| b == 0).unwrap_or(sql.len());
     let text = String::from_utf8_lossy(&sql[..end]);
-    pin_reason(&text, |name| params.tracks(name))
+    analyze(&text, !params.standard_strings(), |name| {
+        params.tracks(name)
+    })
 }

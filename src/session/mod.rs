@@ -40,6 +40,9 @@ pub struct Shared {
     pub config: Arc<Config>,
     /// Users by name.
     pub users: HashMap<String, UserEntry>,
+    /// The method unknown users are asked for: the most common one among configured users,
+    /// so the request itself does not tell who exists.
+    pub default_method: AuthMethod,
     /// Derived SCRAM keys.
     pub keys: KeyCache,
     /// The server connection pools.
@@ -51,6 +54,9 @@ pub struct Shared {
     /// Cancelled when the grace period is over: every session ends now.
     pub abort: CancellationToken,
 }
+
+/// How long the last words to a client (its error, the rest of its results) may take.
+const FINAL_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Serves one accepted client connection to its end. Logs once, here.
 pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
@@ -69,7 +75,10 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
             );
         }
     }
-    let _ = io.flush().await;
+    // A client that stopped reading must not hold the task (and shutdown) hostage.
+    if !shared.abort.is_cancelled() {
+        let _ = tokio::time::timeout(FINAL_FLUSH_TIMEOUT, io.flush()).await;
+    }
     match outcome {
         Ok(()) => tracing::debug!(?peer, elapsed = ?started.elapsed(), "session ended"),
         Err(SessionError::ClientIo(_)) | Err(SessionError::Shutdown) => {
@@ -119,8 +128,15 @@ async fn handshake(
     write::auth_ok(&mut io.wbuf);
     let entry = shared.users.get(&user).ok_or(SessionError::NoUser)?;
     let pool = shared.pools.get(&database, &user, &entry.secret);
-    let baseline = pool.baseline().await?;
-    let params = ClientParams::new(&baseline, &startup_settings(&startup.params)?);
+    let baseline = match pool.baseline().await {
+        Ok(baseline) => baseline,
+        Err(error) => {
+            shared.pools.forget_unused(&database, &user);
+            return Err(error.into());
+        }
+    };
+    let params = ClientParams::new(&baseline, &startup_settings(&startup.params)?)
+        .map_err(|name| SessionError::UnsupportedParameter { name })?;
     let key = shared.cancels.register();
     greet(io, &params.reported, &key);
     io.flush().await?;

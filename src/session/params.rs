@@ -7,14 +7,13 @@ use std::fmt::Write as _;
 use crate::pool::{Params, ServerConn};
 
 /// Reported parameters that cannot (or must not) be SET by the broker.
-const NOT_SETTABLE: [&str; 7] = [
+pub const NOT_SETTABLE: [&str; 6] = [
     "server_version",
     "server_encoding",
     "integer_datetimes",
     "is_superuser",
     "session_authorization",
     "in_hot_standby",
-    "default_transaction_read_only",
 ];
 
 /// Startup parameters that are not settings.
@@ -34,8 +33,9 @@ fn canonical<'a>(reported: &'a Params, name: &str) -> Option<&'a String> {
 }
 
 impl ClientParams {
-    /// The client's view: the pool's baseline, overlaid with its startup settings.
-    pub fn new(baseline: &Params, startup: &[(String, String)]) -> ClientParams {
+    /// The client's view: the pool's baseline, overlaid with its startup settings; fails
+    /// with the name of a reported parameter that cannot be set.
+    pub fn new(baseline: &Params, startup: &[(String, String)]) -> Result<ClientParams, String> {
         let mut params = ClientParams {
             reported: baseline.clone(),
             extras: Params::new(),
@@ -48,7 +48,8 @@ impl ClientParams {
                 Some(key) if is_settable(&key) => {
                     params.reported.insert(key, value.clone());
                 }
-                Some(_) => {}
+                // Postgres refuses these at startup too ("cannot be changed").
+                Some(key) => return Err(key),
                 None => {
                     params
                         .extras
@@ -56,7 +57,7 @@ impl ClientParams {
                 }
             }
         }
-        params
+        Ok(params)
     }
 
     /// True when SET of `name` is replayed by the broker (so it needs no pin).
@@ -64,18 +65,36 @@ impl ClientParams {
         canonical(&self.reported, name).is_some_and(|k| is_settable(k))
     }
 
+    /// False when the client turned standard_conforming_strings off (backslashes then
+    /// escape inside '…').
+    pub fn standard_strings(&self) -> bool {
+        self.reported
+            .get("standard_conforming_strings")
+            .is_none_or(|v| v != "off")
+    }
+
     /// The statements that make `server` match this client, or `None` when it already does.
+    /// client_encoding comes last: the whole batch is decoded in the encoding in force
+    /// when it arrives (see [`ClientParams::needs_utf8_first`]).
     pub fn sync_sql(&self, server: &ServerConn) -> Option<String> {
         let mut sql = String::new();
+        let mut encoding = None;
         for (name, value) in &self.reported {
             if is_settable(name) && server.params.get(name) != Some(value) {
-                push_set(&mut sql, name, value);
+                if name == "client_encoding" {
+                    encoding = Some(value);
+                } else {
+                    push_set(&mut sql, name, value);
+                }
             }
         }
         for (name, value) in &self.extras {
-            if server.extras.get(name) != Some(value) {
+            if !server.extras_known() || server.extras.get(name) != Some(value) {
                 push_set(&mut sql, name, value);
             }
+        }
+        if let Some(value) = encoding {
+            push_set(&mut sql, "client_encoding", value);
         }
         for name in server
             .extras
@@ -87,11 +106,21 @@ impl ClientParams {
         (!sql.is_empty()).then_some(sql)
     }
 
+    /// True when `sql` must reach a server whose client_encoding is not UTF8: it must be
+    /// switched to UTF8 first, or non-ASCII values would be decoded wrongly.
+    pub fn needs_utf8_first(sql: &str, server: &ServerConn) -> bool {
+        !sql.is_ascii()
+            && server
+                .params
+                .get("client_encoding")
+                .is_some_and(|e| e != "UTF8")
+    }
+
     /// After a sync: the server holds this client's extras, and the client adopts the
     /// server's spelling of each reported value. Returns the values that changed, which the
     /// client must be told.
     pub fn adopt(&mut self, server: &mut ServerConn) -> Vec<(String, String)> {
-        server.extras.clone_from(&self.extras);
+        server.set_extras(&self.extras);
         let mut changed = Vec::new();
         for (name, value) in &server.params {
             if self.reported.get(name) != Some(value) {
@@ -150,13 +179,17 @@ mod tests {
             ("user".to_owned(), "app".to_owned()),
             ("datestyle".to_owned(), "German".to_owned()),
             ("application_name".to_owned(), "orders".to_owned()),
-            ("server_version".to_owned(), "99".to_owned()),
             ("search_path".to_owned(), "s".to_owned()),
         ];
-        let p = ClientParams::new(&baseline(), &startup);
+        let p = ClientParams::new(&baseline(), &startup).unwrap();
         assert_eq!(p.reported["DateStyle"], "German");
         assert_eq!(p.reported["application_name"], "orders");
         assert_eq!(p.reported["server_version"], "15");
+        let fixed = vec![("server_version".to_owned(), "99".to_owned())];
+        assert_eq!(
+            ClientParams::new(&baseline(), &fixed).unwrap_err(),
+            "server_version"
+        );
         assert_eq!(p.extras["search_path"], "s");
         assert!(p.tracks("timezone") && p.tracks("DATESTYLE"));
         assert!(!p.tracks("server_version") && !p.tracks("work_mem"));

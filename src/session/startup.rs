@@ -4,6 +4,8 @@
 //!
 //! <https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-START-UP>
 
+use std::mem;
+
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -101,13 +103,26 @@ pub enum Opening {
 
 /// Reads packets until a StartupMessage (answering SSL/GSS requests) or a CancelRequest.
 pub async fn open(io: &mut ClientIo, shared: &Shared) -> Result<Opening, SessionError> {
+    // Each encryption request is answered once, as Postgres does.
+    let (mut ssl, mut gss) = (false, false);
     loop {
         match io.read_packet().await? {
-            Packet::SslRequest | Packet::GssEncRequest => {
+            packet @ (Packet::SslRequest | Packet::GssEncRequest) => {
+                let first = if packet == Packet::SslRequest {
+                    &mut ssl
+                } else {
+                    &mut gss
+                };
+                if mem::replace(first, true) {
+                    return Err(FrameError::Malformed {
+                        what: "repeated encryption request",
+                    }
+                    .into());
+                }
                 io.stream.write_all(b"N").await?;
             }
             Packet::Cancel { pid, secret } => {
-                if let Some(target) = shared.cancels.target(pid, secret) {
+                if let Some((target, _in_flight)) = shared.cancels.begin(pid, secret) {
                     if let Err(error) = send_cancel(target).await {
                         tracing::debug!(%error, "cancel request not delivered");
                     }
@@ -158,7 +173,7 @@ pub async fn authenticate(
     user: &str,
 ) -> Result<(), SessionError> {
     let entry = shared.users.get(user);
-    let method = entry.map_or(AuthMethod::ScramSha256, |e| e.method);
+    let method = entry.map_or(shared.default_method, |e| e.method);
     let secret = entry.map(|e| &e.secret);
     let result = match method {
         AuthMethod::ScramSha256 => scram(io, shared, user, secret).await,

@@ -294,3 +294,132 @@ async fn send_startup(raw: &mut tokio::net::TcpStream, minor: u8, params: &[u8])
     packet.extend_from_slice(params);
     raw.write_all(&packet).await.unwrap();
 }
+
+fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&u32::try_from(body.len() + 4).unwrap().to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// Parse of the unnamed statement, no parameter types.
+fn parse_unnamed(sql: &str) -> Vec<u8> {
+    let mut body = vec![0u8];
+    body.extend_from_slice(sql.as_bytes());
+    body.extend_from_slice(&[0, 0, 0]);
+    message(b'P', &body)
+}
+
+/// Bind unnamed portal to unnamed statement, Execute it, Sync.
+fn bind_execute_sync() -> Vec<u8> {
+    let mut m = message(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]);
+    m.extend(message(b'E', &[0, 0, 0, 0, 0]));
+    m.extend(message(b'S', &[]));
+    m
+}
+
+/// Reads up to ReadyForQuery; returns the tags and all bytes.
+async fn read_reply(raw: &mut tokio::net::TcpStream) -> (Vec<u8>, Vec<u8>) {
+    let mut tags = Vec::new();
+    let mut all = Vec::new();
+    loop {
+        let mut header = [0u8; 5];
+        raw.read_exact(&mut header).await.unwrap();
+        let len = u32::from_be_bytes(header[1..].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; len - 4];
+        raw.read_exact(&mut body).await.unwrap();
+        tags.push(header[0]);
+        all.extend_from_slice(&header);
+        all.extend_from_slice(&body);
+        if header[0] == b'Z' {
+            return (tags, all);
+        }
+    }
+}
+
+fn cleartext_one_server(c: &mut pgbroker::Config) {
+    c.pool.size = 1;
+    c.pool.borrow_timeout = Duration::from_millis(500);
+    c.users[0].auth_method = Some(pgbroker::config::AuthMethod::Password);
+}
+
+#[tokio::test]
+async fn unnamed_statement_does_not_leak_to_the_next_client() {
+    let h = Harness::start(cleartext_one_server).await;
+    let mut a = raw_login(&h).await;
+    let mut batch = parse_unnamed("SELECT 'secret-of-a'");
+    batch.extend(message(b'S', &[]));
+    a.write_all(&batch).await.unwrap();
+    assert_eq!(read_reply(&mut a).await.0, b"1Z");
+    // b binds "the" unnamed statement without parsing one: Postgres says 26000.
+    let mut b = raw_login(&h).await;
+    b.write_all(&bind_execute_sync()).await.unwrap();
+    let (tags, bytes) = read_reply(&mut b).await;
+    assert!(
+        !tags.contains(&b'D'),
+        "b must not run a's statement: {:?}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert!(
+        String::from_utf8_lossy(&bytes).contains("26000"),
+        "{:?}",
+        String::from_utf8_lossy(&bytes)
+    );
+    // b's own unnamed statements work as usual.
+    let mut own = parse_unnamed("SELECT 'mine'");
+    own.extend(bind_execute_sync());
+    b.write_all(&own).await.unwrap();
+    let (tags, bytes) = read_reply(&mut b).await;
+    assert_eq!(tags, b"12DCZ");
+    assert!(String::from_utf8_lossy(&bytes).contains("mine"));
+}
+
+#[tokio::test]
+async fn extended_copy_in_gives_the_server_back() {
+    let h = Harness::start(cleartext_one_server).await;
+    let direct = h.direct().await;
+    direct
+        .batch_execute("CREATE TABLE ci (x int); GRANT ALL ON ci TO app")
+        .await
+        .unwrap();
+    let mut raw = raw_login(&h).await;
+    let mut batch = parse_unnamed("COPY ci FROM STDIN");
+    batch.extend(bind_execute_sync());
+    raw.write_all(&batch).await.unwrap();
+    let mut head = [0u8; 5];
+    raw.read_exact(&mut head[..1]).await.unwrap();
+    assert_eq!(head[0], b'1');
+    let mut rest = [0u8; 4];
+    raw.read_exact(&mut rest).await.unwrap();
+    raw.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[0], b'2');
+    raw.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[0], b'G');
+    let len = u32::from_be_bytes(head[1..].try_into().unwrap()) as usize;
+    let mut body = vec![0u8; len - 4];
+    raw.read_exact(&mut body).await.unwrap();
+    let mut data = message(b'd', b"1\n2\n");
+    data.extend(message(b'c', &[]));
+    data.extend(message(b'S', &[]));
+    raw.write_all(&data).await.unwrap();
+    let (tags, _) = read_reply(&mut raw).await;
+    assert_eq!(tags, b"CZ");
+    // The only server connection is free again: another client gets it.
+    let other = h.connect().await;
+    assert_eq!(scalar(&other, "SELECT count(*) FROM ci").await, "2");
+}
+
+#[tokio::test]
+async fn idle_flush_and_sync_hold_no_server() {
+    let h = Harness::start(cleartext_one_server).await;
+    let mut raw = raw_login(&h).await;
+    raw.write_all(&message(b'H', &[])).await.unwrap();
+    let other = h.connect().await;
+    assert_eq!(
+        scalar(&other, "SELECT 1").await,
+        "1",
+        "a lone Flush holds nothing"
+    );
+    raw.write_all(&message(b'S', &[])).await.unwrap();
+    assert_eq!(read_reply(&mut raw).await.0, b"Z");
+}

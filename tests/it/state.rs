@@ -33,6 +33,9 @@ async fn set_and_listen_pin_but_set_local_does_not() {
         ("LISTEN chan", true),
         ("SELECT pg_advisory_lock(1)", true),
         ("CREATE TEMP TABLE t (x int)", true),
+        ("SELECT set_config('app.tenant', '42', false)", true),
+        ("SET local.tenant = 42", true),
+        ("SELECT 1 INTO TEMP t2", true),
         ("BEGIN; SET LOCAL work_mem = '8MB'; COMMIT", false),
         ("SELECT pg_advisory_xact_lock(1)", false),
     ] {
@@ -114,4 +117,42 @@ async fn session_mode_resets_with_discard_all() {
         .await,
         "0"
     );
+}
+
+/// Connection string with `options` (startup settings the server does not report).
+fn with_options(h: &Harness, app: &str, options: &str) -> String {
+    format!("{} options='{options}'", h.url("app", "app", app))
+}
+
+#[tokio::test]
+async fn startup_options_are_replayed_and_survive_another_clients_reset() {
+    let h = Harness::start(one_server).await;
+    let opts = "-c statement_timeout=1234 -c default_transaction_read_only=on";
+    let a = crate::common::connect_url(&with_options(&h, "a", opts))
+        .await
+        .unwrap();
+    assert_eq!(scalar(&a, "SHOW statement_timeout").await, "1234ms");
+    assert_eq!(scalar(&a, "SHOW default_transaction_read_only").await, "on");
+    let err = a
+        .simple_query("CREATE TABLE nope (x int)")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "25006", "read-only transaction");
+    a.simple_query("RESET statement_timeout").await.unwrap();
+    let plain = h.connect().await;
+    assert_eq!(
+        scalar(&plain, "SHOW statement_timeout").await,
+        "0",
+        "a's settings did not leak"
+    );
+    let b = crate::common::connect_url(&with_options(&h, "b", "-c statement_timeout=1234"))
+        .await
+        .unwrap();
+    assert_eq!(scalar(&b, "SHOW statement_timeout").await, "1234ms");
+    assert_eq!(
+        scalar(&b, "SHOW default_transaction_read_only").await,
+        "off"
+    );
+    a.simple_query("DISCARD ALL").await.unwrap();
+    assert_eq!(scalar(&b, "SHOW statement_timeout").await, "1234ms");
 }
