@@ -17,7 +17,7 @@ use crate::cancel::CancelKey;
 use crate::config::{OnClientDisconnect, PoolMode};
 use crate::error::{ClientMessage, FrameError, ServerError, SessionError};
 use crate::pool::{Borrowed, Pool};
-use crate::protocol::query::{analyze, Effects, PinReason};
+use crate::protocol::query::PinReason;
 use crate::protocol::write;
 use crate::protocol::Header;
 
@@ -209,7 +209,7 @@ impl<'a> Session<'a> {
             return Ok(());
         };
         if *hold == Hold::Transaction {
-            let effects = statement_effects(tag, &self.io.rbuf[..len], &self.params);
+            let effects = self.params.effects(tag, &self.io.rbuf[..len]);
             if effects.resets {
                 conn.forget_extras();
             }
@@ -394,27 +394,4 @@ async fn server_read(server: &mut Option<(ReadHalf<'_>, &mut BytesMut)>) -> std:
         Some((r, buf)) => r.read_buf(*buf).await,
         None => std::future::pending().await,
     }
-}
-
-/// Does this client frame leave session state behind on the server?
-fn statement_effects(tag: u8, frame: &[u8], params: &ClientParams) -> Effects {
-    let body = frame.get(crate::protocol::HEADER_LEN..).unwrap_or_default();
-    let sql = match tag {
-        b'Q' => body,
-        b'P' => match body.iter().position(|&b| b == 0) {
-            Some(0) => &body[1..],
-            _ => {
-                return Effects {
-                    pin: Some(PinReason::NamedStatement),
-                    resets: false,
-                };
-            }
-        },
-        _ => return Effects::default(),
-    };
-    let end = sql.iter().position(|&b| b == 0).unwrap_or(sql.len());
-    let text = String::from_utf8_lossy(&sql[..end]);
-    analyze(&text, !params.standard_strings(), |name| {
-        params.tracks(name)
-    })
 }

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::pool::{Params, ServerConn};
+use crate::protocol::query::{analyze, Effects, PinReason};
 
 /// Reported parameters that cannot (or must not) be SET by the broker.
 pub const NOT_SETTABLE: [&str; 6] = [
@@ -58,6 +59,27 @@ impl ClientParams {
             }
         }
         Ok(params)
+    }
+
+    /// What a client Query or Parse does to the session: pin, or reset settings.
+    pub fn effects(&self, tag: u8, frame: &[u8]) -> Effects {
+        let body = frame.get(crate::protocol::HEADER_LEN..).unwrap_or_default();
+        let sql = match tag {
+            b'Q' => body,
+            b'P' => match body.iter().position(|&b| b == 0) {
+                Some(0) => &body[1..],
+                _ => {
+                    return Effects {
+                        pin: Some(PinReason::NamedStatement),
+                        resets: false,
+                    };
+                }
+            },
+            _ => return Effects::default(),
+        };
+        let end = sql.iter().position(|&b| b == 0).unwrap_or(sql.len());
+        let text = String::from_utf8_lossy(&sql[..end]);
+        analyze(&text, !self.standard_strings(), |name| self.tracks(name))
     }
 
     /// True when SET of `name` is replayed by the broker (so it needs no pin).
