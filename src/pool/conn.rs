@@ -255,24 +255,28 @@ impl ServerConn {
     /// pipelines, rolls back, and with `discard_all` resets the session. An error means the
     /// connection must be closed. Not cancel-safe (the caller bounds it with a timeout and
     /// closes the connection when it fires).
-    pub async fn settle(&mut self, pending: &[u8], discard_all: bool) -> Result<(), ServerError> {
+    pub async fn settle(&mut self, pending: &[u8], ending: Ending) -> Result<(), ServerError> {
         self.skip_partial_frame().await?;
         self.send(pending).await?;
         if !self.position.is_quiet() {
-            self.stop_in_flight().await?;
+            self.stop_in_flight(ending.cancel).await?;
         }
         if self.position.status != b'I' {
             self.run("ROLLBACK", "rollback").await?;
         }
-        if discard_all {
+        if ending.discard_all {
             self.run("DISCARD ALL", "session reset").await?;
             self.set_extras(&Params::new());
         }
         Ok(())
     }
 
-    async fn stop_in_flight(&mut self) -> Result<(), ServerError> {
-        let cancelled = self.position.outstanding > 0;
+    /// Ends whatever the client left in flight without committing any of it: aborts a COPY
+    /// with CopyFail; turns an extended batch that never got its Sync into an error (so the
+    /// Sync the broker sends rolls its implicit transaction back instead of committing it);
+    /// with `cancel`, cancels what is running first.
+    async fn stop_in_flight(&mut self, cancel: bool) -> Result<(), ServerError> {
+        let cancelled = cancel && (self.position.outstanding > 0 || self.position.unsynced);
         if cancelled {
             // Best effort: if it is not delivered, the drain below waits for the query.
             let _ = crate::cancel::send_cancel(self.cancel).await;
@@ -281,6 +285,9 @@ impl ServerConn {
         if self.position.copy_in {
             write::copy_fail(&mut out, "pgbroker: client disconnected");
             self.position.sent(b'f');
+        } else if self.position.unsynced {
+            write::parse(&mut out, "", ABORT_BATCH);
+            self.sent(b'P', &out);
         }
         if self.position.unsynced || !out.is_empty() {
             write::sync(&mut out);
@@ -296,6 +303,20 @@ impl ServerConn {
             Err(e) => Err(e),
         }
     }
+}
+
+/// A statement that fails to parse: sent before the broker's Sync so that an extended batch
+/// the client left unfinished ends in an error, never in a commit.
+const ABORT_BATCH: &str = "pgbroker: client left before Sync";
+
+/// How a client's session ended, for [`ServerConn::settle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ending {
+    /// Cancel what is running (the client vanished) rather than let it finish (the client
+    /// said Terminate after it).
+    pub cancel: bool,
+    /// Reset the session with DISCARD ALL (session mode, pinned sessions).
+    pub discard_all: bool,
 }
 
 impl Drop for ServerConn {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use deadpool::managed::{self, Metrics, PoolError, QueueMode, RecycleError, RecycleResult};
 use deadpool::Runtime;
 
-pub use conn::{CancelTarget, Params, ServerConn};
+pub use conn::{CancelTarget, Ending, Params, ServerConn};
 pub use login::LoginTarget;
 pub use state::Position;
 

@@ -145,6 +145,15 @@ pub fn sync(buf: &mut BytesMut) {
     message(buf, b'S', |_| {});
 }
 
+/// A Parse message with no parameter types.
+pub fn parse(buf: &mut BytesMut, name: &str, sql: &str) {
+    message(buf, b'P', |b| {
+        put_cstr(b, name);
+        put_cstr(b, sql);
+        b.put_i16(0);
+    });
+}
+
 /// A Close message for a statement ('S') or portal ('P').
 pub fn close(buf: &mut BytesMut, kind: u8, name: &str) {
     message(buf, b'C', |b| {

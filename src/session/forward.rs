@@ -16,7 +16,7 @@ use super::{Greeted, Shared};
 use crate::cancel::CancelKey;
 use crate::config::{OnClientDisconnect, PoolMode};
 use crate::error::{ClientMessage, FrameError, ServerError, SessionError};
-use crate::pool::{Borrowed, Pool};
+use crate::pool::{Borrowed, Ending, Pool};
 use crate::protocol::query::PinReason;
 use crate::protocol::write;
 use crate::protocol::Header;
@@ -48,6 +48,14 @@ enum Hold {
 enum Link {
     Idle,
     Held(Borrowed, Hold),
+}
+
+/// How a client left.
+enum Goodbye {
+    /// It sent Terminate.
+    Terminate,
+    /// Its connection closed without one.
+    Vanished,
 }
 
 enum Event {
@@ -90,19 +98,22 @@ impl<'a> Session<'a> {
     /// Serves the client until it leaves, then releases its server connection.
     pub async fn run(mut self) -> Result<(), SessionError> {
         let result = self.pump().await;
-        self.finish().await;
-        result
+        // After Terminate, what the client sent before it runs to its end, as in Postgres;
+        // a client that vanished (or failed) has its statement cancelled.
+        let said_goodbye = matches!(result, Ok(Goodbye::Terminate));
+        self.finish(!said_goodbye).await;
+        result.map(|_| ())
     }
 
-    async fn pump(&mut self) -> Result<(), SessionError> {
+    async fn pump(&mut self) -> Result<Goodbye, SessionError> {
         loop {
             if !self.client_frames().await? {
-                return Ok(());
+                return Ok(Goodbye::Terminate);
             }
             match self.next_event().await {
                 Event::ClientRead(read) => {
                     if read? == 0 {
-                        return Ok(());
+                        return Ok(Goodbye::Vanished);
                     }
                 }
                 Event::ClientWrote(wrote) => self.io.wbuf.advance(wrote?),
@@ -349,29 +360,32 @@ impl<'a> Session<'a> {
 
     /// Gives the server connection back at the end of the session, settled and reset, or
     /// closes it when that cannot be done within pool.server_drain_timeout.
-    async fn finish(&mut self) {
+    async fn finish(&mut self, cancel: bool) {
         let Link::Held(mut conn, hold) = mem::replace(&mut self.link, Link::Idle) else {
             return;
         };
         self.key.serve(None);
         let pool = &self.shared.config.pool;
-        let reset = hold != Hold::Transaction;
+        let ending = Ending {
+            cancel,
+            discard_all: hold != Hold::Transaction,
+        };
         if !conn.at_rest() && pool.on_client_disconnect == OnClientDisconnect::Close {
             // Postgres notices a closed socket only between statements: stop the running
             // one first so its locks go now, not when it finishes.
-            if conn.position.outstanding > 0 {
+            if cancel && (conn.position.outstanding > 0 || conn.position.unsynced) {
                 let cancel = crate::cancel::send_cancel(conn.cancel_target());
                 let _ = tokio::time::timeout(pool.server_drain_timeout, cancel).await;
             }
             Pool::discard(conn);
             return;
         }
-        if conn.at_rest() && !reset && self.to_server.is_empty() {
+        if conn.at_rest() && !ending.discard_all && self.to_server.is_empty() {
             return;
         }
         let pending = mem::take(&mut self.to_server);
         let settled =
-            tokio::time::timeout(pool.server_drain_timeout, conn.settle(&pending, reset)).await;
+            tokio::time::timeout(pool.server_drain_timeout, conn.settle(&pending, ending)).await;
         if !matches!(settled, Ok(Ok(()))) {
             tracing::debug!(?settled, "server connection closed instead of reused");
             Pool::discard(conn);

@@ -423,3 +423,58 @@ async fn idle_flush_and_sync_hold_no_server() {
     raw.write_all(&message(b'S', &[])).await.unwrap();
     assert_eq!(read_reply(&mut raw).await.0, b"Z");
 }
+
+#[tokio::test]
+async fn unsynced_batch_of_a_vanished_client_is_not_committed() {
+    let h = Harness::start(cleartext_one_server).await;
+    let direct = h.direct().await;
+    direct
+        .batch_execute("CREATE TABLE us (x int); GRANT ALL ON us TO app")
+        .await
+        .unwrap();
+    let mut raw = raw_login(&h).await;
+    let mut batch = parse_unnamed("INSERT INTO us VALUES (1)");
+    batch.extend(message(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]));
+    batch.extend(message(b'E', &[0, 0, 0, 0, 0]));
+    batch.extend(message(b'H', &[]));
+    raw.write_all(&batch).await.unwrap();
+    // ParseComplete, BindComplete, CommandComplete: the insert ran, in an implicit
+    // transaction that only a Sync would commit.
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let mut header = [0u8; 5];
+        raw.read_exact(&mut header).await.unwrap();
+        let mut body = vec![0u8; u32::from_be_bytes(header[1..].try_into().unwrap()) as usize - 4];
+        raw.read_exact(&mut body).await.unwrap();
+        got.push(header[0]);
+    }
+    assert_eq!(got, b"12C");
+    drop(raw);
+    let other = h.connect().await;
+    assert_eq!(
+        scalar(&other, "SELECT count(*) FROM us").await,
+        "0",
+        "never committed"
+    );
+}
+
+#[tokio::test]
+async fn terminate_lets_the_last_query_finish() {
+    let h = Harness::start(cleartext_one_server).await;
+    let direct = h.direct().await;
+    direct
+        .batch_execute("CREATE TABLE tq (x int); GRANT ALL ON tq TO app")
+        .await
+        .unwrap();
+    let mut raw = raw_login(&h).await;
+    let mut batch = message(b'Q', b"SELECT pg_sleep(0.3); INSERT INTO tq VALUES (1)\0");
+    batch.extend(message(b'X', &[]));
+    raw.write_all(&batch).await.unwrap();
+    drop(raw);
+    let other = h.connect().await;
+    assert_eq!(
+        scalar(&other, "SELECT count(*) FROM tq").await,
+        "1",
+        "the query before Terminate ran"
+    );
+}

@@ -72,6 +72,19 @@ async fn psql_queries_and_copy() {
     .await;
     assert!(ok, "{out}");
     assert!(out.contains("one,two"), "{out}");
+    // Notices pass through.
+    let (ok, out) = run(
+        &h,
+        "psql",
+        &[
+            "-At",
+            "-c",
+            "DO $$BEGIN RAISE NOTICE 'hello from plpgsql'; END$$",
+        ],
+        "",
+    )
+    .await;
+    assert!(ok && out.contains("NOTICE:  hello from plpgsql"), "{out}");
 }
 
 fn failures(out: &str) -> Option<u64> {
