@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgbroker::config::{Config, User};
+use pgbroker::config::Config;
 use pgbroker::sandbox::{Cluster, ClusterOptions};
 use pgbroker::Broker;
 use tokio_postgres::NoTls;
@@ -52,19 +52,11 @@ async fn main() -> anyhow::Result<()> {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(3.0);
-    let cluster = Cluster::start(ClusterOptions::default()).await?;
-    cluster.create_login("app", "app", "app").await?;
+    let cluster = Cluster::start_with_app(ClusterOptions::default()).await?;
     let mut config = Config::default();
     config.listen.addr = "127.0.0.1:0".into();
-    config.backend.host = cluster.host().into();
-    config.backend.port = cluster.port();
     config.pool.size = 8;
-    config.users.push(User {
-        name: "app".into(),
-        password: "app".into(),
-        account: None,
-        auth_method: None,
-    });
+    cluster.configure(&mut config);
     let broker = Broker::bind(config).await?;
     let addr = broker.local_addr()?;
     let stop = broker.shutdown_token();

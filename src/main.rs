@@ -131,20 +131,10 @@ async fn demo(path: &Path) -> anyhow::Result<()> {
     } else {
         Config::default()
     };
-    let cluster = Cluster::start(ClusterOptions::default())
+    let cluster = Cluster::start_with_app(ClusterOptions::default())
         .await
         .context("starting a throwaway Postgres")?;
-    cluster.create_login("app", "app", "app").await?;
-    config.backend.host = cluster.host().to_owned();
-    config.backend.port = cluster.port();
-    if !config.users.iter().any(|u| u.name == "app") {
-        config.users.push(pgbroker::config::User {
-            name: "app".into(),
-            password: "app".into(),
-            account: None,
-            auth_method: None,
-        });
-    }
+    cluster.configure(&mut config);
     let broker = Broker::bind(config).await?;
     let addr = broker.local_addr()?;
     println!(

@@ -85,6 +85,9 @@ fn io_err(path: impl AsRef<Path>) -> impl FnOnce(io::Error) -> SandboxError {
     move |source| SandboxError::Io { path, source }
 }
 
+/// Name, password and database of the login that [`Cluster::start_with_app`] creates.
+pub const APP: &str = "app";
+
 /// How to configure a new cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
@@ -235,6 +238,29 @@ impl Cluster {
             }
         });
         Ok(client)
+    }
+
+    /// A cluster with the login role and database `app` (password `app`) that `demo`, the
+    /// tests and the benches use.
+    pub async fn start_with_app(opts: ClusterOptions) -> Result<Cluster> {
+        let cluster = Cluster::start(opts).await?;
+        cluster.create_login(APP, APP, APP).await?;
+        Ok(cluster)
+    }
+
+    /// Points `config`'s backend at this cluster and makes sure user `app` (password `app`)
+    /// is configured.
+    pub fn configure(&self, config: &mut crate::Config) {
+        config.backend.host = self.host().to_owned();
+        config.backend.port = self.port();
+        if !config.users.iter().any(|u| u.name == APP) {
+            config.users.push(crate::config::User {
+                name: APP.into(),
+                password: APP.into(),
+                account: None,
+                auth_method: None,
+            });
+        }
     }
 
     /// `CREATE ROLE user LOGIN PASSWORD password` (ALTER if it exists) and

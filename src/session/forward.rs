@@ -254,7 +254,12 @@ impl<'a> Session<'a> {
         if self.shared.shutdown.is_cancelled() {
             return Err(SessionError::Shutdown);
         }
-        let conn = match self.pool.get().await {
+        // The wait is cancel-safe: when the grace period ends, the waiter leaves the queue.
+        let got = tokio::select! {
+            got = self.pool.get() => got,
+            () = self.shared.abort.cancelled() => return Err(SessionError::Shutdown),
+        };
+        let conn = match got {
             Ok(conn) => conn,
             Err(crate::error::BorrowError::Closed) => return Err(SessionError::Shutdown),
             Err(e) => {

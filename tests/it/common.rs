@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use pgbroker::config::{Config, PoolMode, User};
+use pgbroker::config::{Config, PoolMode};
 use pgbroker::sandbox::{Cluster, ClusterOptions};
 use pgbroker::Broker;
 use tokio::task::JoinHandle;
@@ -26,31 +26,20 @@ pub struct Harness {
 pub fn config_for(cluster: &Cluster) -> Config {
     let mut config = Config::default();
     config.listen.addr = "127.0.0.1:0".into();
-    config.backend.host = cluster.host().to_owned();
-    config.backend.port = cluster.port();
     config.pool.size = 4;
     config.pool.borrow_timeout = Duration::from_secs(5);
-    config.users.push(User {
-        name: USER.into(),
-        password: PASSWORD.into(),
-        account: None,
-        auth_method: None,
-    });
+    cluster.configure(&mut config);
     config
 }
 
 pub async fn cluster(max_connections: u32) -> Cluster {
-    let cluster = Cluster::start(ClusterOptions {
+    let options = ClusterOptions {
         max_connections,
         ..ClusterOptions::default()
-    })
-    .await
-    .expect("start a throwaway Postgres");
-    cluster
-        .create_login(USER, PASSWORD, "app")
+    };
+    Cluster::start_with_app(options)
         .await
-        .expect("create app login");
-    cluster
+        .expect("start a throwaway Postgres with login app")
 }
 
 impl Harness {

@@ -183,24 +183,8 @@ async fn raw_login(h: &Harness) -> tokio::net::TcpStream {
         "cleartext password request"
     );
     raw.write_all(b"p\0\0\0\x08app\0").await.unwrap();
-    read_until_ready(&mut raw).await;
+    read_reply(&mut raw).await;
     raw
-}
-
-/// Reads messages up to and including ReadyForQuery; returns their tags.
-async fn read_until_ready(raw: &mut tokio::net::TcpStream) -> Vec<u8> {
-    let mut tags = Vec::new();
-    loop {
-        let mut header = [0u8; 5];
-        raw.read_exact(&mut header).await.unwrap();
-        let len = u32::from_be_bytes(header[1..].try_into().unwrap()) as usize;
-        let mut body = vec![0u8; len - 4];
-        raw.read_exact(&mut body).await.unwrap();
-        tags.push(header[0]);
-        if header[0] == b'Z' {
-            return tags;
-        }
-    }
 }
 
 #[tokio::test]
@@ -220,7 +204,7 @@ async fn bad_frames_after_startup_get_08p01() {
         let mut raw = raw_login(&h).await;
         // A valid query first: the session works.
         raw.write_all(b"Q\0\0\0\x0dselect 1\0").await.unwrap();
-        assert_eq!(read_until_ready(&mut raw).await, b"TDCZ");
+        assert_eq!(read_reply(&mut raw).await.0, b"TDCZ");
         raw.write_all(bytes).await.unwrap();
         let mut buf = Vec::new();
         tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut buf))
@@ -318,21 +302,25 @@ fn bind_execute_sync() -> Vec<u8> {
     m
 }
 
-/// Reads up to ReadyForQuery; returns the tags and all bytes.
+/// Reads one whole message: its tag and its body.
+async fn read_message(raw: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    let mut header = [0u8; 5];
+    raw.read_exact(&mut header).await.unwrap();
+    let len = u32::from_be_bytes(header[1..].try_into().unwrap()) as usize;
+    let mut body = vec![0u8; len - 4];
+    raw.read_exact(&mut body).await.unwrap();
+    (header[0], body)
+}
+
+/// Reads up to ReadyForQuery; returns the tags and all bodies.
 async fn read_reply(raw: &mut tokio::net::TcpStream) -> (Vec<u8>, Vec<u8>) {
-    let mut tags = Vec::new();
-    let mut all = Vec::new();
+    let (mut tags, mut bodies) = (Vec::new(), Vec::new());
     loop {
-        let mut header = [0u8; 5];
-        raw.read_exact(&mut header).await.unwrap();
-        let len = u32::from_be_bytes(header[1..].try_into().unwrap()) as usize;
-        let mut body = vec![0u8; len - 4];
-        raw.read_exact(&mut body).await.unwrap();
-        tags.push(header[0]);
-        all.extend_from_slice(&header);
-        all.extend_from_slice(&body);
-        if header[0] == b'Z' {
-            return (tags, all);
+        let (tag, body) = read_message(raw).await;
+        tags.push(tag);
+        bodies.extend_from_slice(&body);
+        if tag == b'Z' {
+            return (tags, bodies);
         }
     }
 }
@@ -386,18 +374,9 @@ async fn extended_copy_in_gives_the_server_back() {
     let mut batch = parse_unnamed("COPY ci FROM STDIN");
     batch.extend(bind_execute_sync());
     raw.write_all(&batch).await.unwrap();
-    let mut head = [0u8; 5];
-    raw.read_exact(&mut head[..1]).await.unwrap();
-    assert_eq!(head[0], b'1');
-    let mut rest = [0u8; 4];
-    raw.read_exact(&mut rest).await.unwrap();
-    raw.read_exact(&mut head).await.unwrap();
-    assert_eq!(head[0], b'2');
-    raw.read_exact(&mut head).await.unwrap();
-    assert_eq!(head[0], b'G');
-    let len = u32::from_be_bytes(head[1..].try_into().unwrap()) as usize;
-    let mut body = vec![0u8; len - 4];
-    raw.read_exact(&mut body).await.unwrap();
+    for want in *b"12G" {
+        assert_eq!(read_message(&mut raw).await.0, want);
+    }
     let mut data = message(b'd', b"1\n2\n");
     data.extend(message(b'c', &[]));
     data.extend(message(b'S', &[]));
@@ -440,15 +419,9 @@ async fn unsynced_batch_of_a_vanished_client_is_not_committed() {
     raw.write_all(&batch).await.unwrap();
     // ParseComplete, BindComplete, CommandComplete: the insert ran, in an implicit
     // transaction that only a Sync would commit.
-    let mut got = Vec::new();
-    while got.len() < 3 {
-        let mut header = [0u8; 5];
-        raw.read_exact(&mut header).await.unwrap();
-        let mut body = vec![0u8; u32::from_be_bytes(header[1..].try_into().unwrap()) as usize - 4];
-        raw.read_exact(&mut body).await.unwrap();
-        got.push(header[0]);
+    for want in *b"12C" {
+        assert_eq!(read_message(&mut raw).await.0, want);
     }
-    assert_eq!(got, b"12C");
     drop(raw);
     let other = h.connect().await;
     assert_eq!(
