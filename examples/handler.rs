@@ -6,7 +6,7 @@
 //! connection is borrowed only for the transaction.
 //!
 //! Run pgbroker (`cargo run --release -- demo` in another terminal), then:
-//! `cargo run --example handler -- "host=127.0.0.1 port=6432 user=app password=app dbname=app application_name=orders"`
+//! `cargo run --release --example handler -- "host=127.0.0.1 port=6432 user=app password=app dbname=app application_name=orders"`
 
 use tokio_postgres::{Client, NoTls};
 
@@ -15,12 +15,10 @@ struct Event {
     order_id: i64,
 }
 
-/// The handler: one transaction per invocation. `simple_query` and `query_typed` use no
-/// named prepared statements, so the session is never pinned to a server connection.
+/// The handler: one short transaction per invocation. `batch_execute` and `query_typed` use
+/// no named prepared statements, so the session is never pinned to a server connection.
 async fn handle(client: &Client, event: &Event) -> Result<String, tokio_postgres::Error> {
-    client
-        .batch_execute("CREATE TABLE IF NOT EXISTS orders (id bigint PRIMARY KEY, seen int NOT NULL DEFAULT 1)")
-        .await?;
+    client.batch_execute("BEGIN").await?;
     let rows = client
         .query_typed(
             "INSERT INTO orders (id) VALUES ($1) ON CONFLICT (id) DO UPDATE SET seen = orders.seen + 1 RETURNING seen",
@@ -28,6 +26,7 @@ async fn handle(client: &Client, event: &Event) -> Result<String, tokio_postgres
         )
         .await?;
     let seen: i32 = rows[0].get(0);
+    client.batch_execute("COMMIT").await?;
     Ok(format!("order {} seen {seen} time(s)", event.order_id))
 }
 
@@ -43,6 +42,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             eprintln!("connection ended: {e}");
         }
     });
+    client
+        .batch_execute("CREATE TABLE IF NOT EXISTS orders (id bigint PRIMARY KEY, seen int NOT NULL DEFAULT 1)")
+        .await?;
     // A few invocations of the warm container.
     for order_id in [1, 2, 1] {
         println!("{}", handle(&client, &Event { order_id }).await?);

@@ -5,18 +5,20 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use pgbroker::sandbox::{Cluster, ClusterOptions};
+use pgbroker::sandbox::{self, Cluster, ClusterOptions};
 use pgbroker::{Broker, Config};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "pgbroker",
     version,
-    about = "PostgreSQL connection broker for serverless functions"
+    about = "PostgreSQL connection broker for serverless functions",
+    after_help = "With no command, runs the broker with the --config file until SIGTERM or \
+                  Ctrl-C (a second Ctrl-C ends the grace period for transactions in flight)."
 )]
 struct Cli {
     /// Path of the configuration file.
-    #[arg(long, global = true, default_value = "config.toml")]
+    #[arg(long, default_value = "config.toml")]
     config: PathBuf,
     /// Log format (RUST_LOG sets the level, default info).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -27,10 +29,20 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Validate the config and print the effective config.
-    Check,
-    /// Run a throwaway local Postgres with pgbroker in front of it.
-    Demo,
+    /// Validate the config and print the effective config (passwords redacted); exit 0 or 1.
+    Check {
+        /// Path of the configuration file.
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Run a throwaway Postgres (needs initdb and pg_ctl) with pgbroker in front of it on
+    /// the config's listen address (127.0.0.1:6432 by default) until Ctrl-C; the config
+    /// file is read if it exists, else the defaults are used.
+    Demo {
+        /// Path of the configuration file.
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
+    },
     /// Read a password on stdin and print its SCRAM-SHA-256 secret.
     ScramSecret {
         /// PBKDF2 iterations.
@@ -50,8 +62,8 @@ fn main() -> std::process::ExitCode {
     init_logs(cli.log_format);
     let result = match cli.command {
         None => runtime().and_then(|rt| rt.block_on(run(&cli.config))),
-        Some(Command::Check) => check(&cli.config),
-        Some(Command::Demo) => runtime().and_then(|rt| rt.block_on(demo(&cli.config))),
+        Some(Command::Check { config }) => check(&config),
+        Some(Command::Demo { config }) => runtime().and_then(|rt| rt.block_on(demo(&config))),
         Some(Command::ScramSecret { iterations }) => scram_secret(iterations),
     };
     match result {
@@ -89,8 +101,26 @@ async fn run(path: &Path) -> anyhow::Result<()> {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let broker = Broker::bind(config).await?;
     tracing::info!(addr = %broker.local_addr()?, "pgbroker listening");
-    broker.run_until(signal()).await;
+    run_broker(broker).await;
     Ok(())
+}
+
+/// Runs until the first signal; a second one ends the grace period at once.
+async fn run_broker(broker: Broker) {
+    let abort = broker.abort_token();
+    let second = tokio::spawn(async move {
+        signal().await;
+        signal().await;
+        tracing::warn!("second signal: ending the remaining sessions now");
+        abort.cancel();
+    });
+    broker
+        .run_until(async {
+            // The spawned task hears the first signal too; wait for it here as well.
+            signal().await;
+        })
+        .await;
+    second.abort();
 }
 
 /// SIGTERM or SIGINT (Ctrl-C).
@@ -106,8 +136,14 @@ async fn signal() {
 }
 
 fn check(path: &Path) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
+    let mut config = Config::load(path)?;
     config.validate()?;
+    if config.users.is_empty() {
+        eprintln!("pgbroker: warning: no [[users]]: no client can log in");
+    }
+    for user in &mut config.users {
+        user.password = "<redacted>".into();
+    }
     print!("{}", config.to_toml());
     Ok(())
 }
@@ -131,11 +167,22 @@ async fn demo(path: &Path) -> anyhow::Result<()> {
     } else {
         Config::default()
     };
+    // Fail before initdb when the listen address is taken (another demo running).
+    drop(
+        std::net::TcpListener::bind(&config.listen.addr)
+            .with_context(|| format!("cannot listen on {}", config.listen.addr))?,
+    );
+    let result = demo_cluster(&mut config).await;
+    sandbox::remove_template();
+    result
+}
+
+async fn demo_cluster(config: &mut Config) -> anyhow::Result<()> {
     let cluster = Cluster::start_with_app(ClusterOptions::default())
         .await
         .context("starting a throwaway Postgres")?;
-    cluster.configure(&mut config);
-    let broker = Broker::bind(config).await?;
+    cluster.configure(config);
+    let broker = Broker::bind(config.clone()).await?;
     let addr = broker.local_addr()?;
     println!(
         "Postgres (throwaway) on {}:{}, data in {}",
@@ -150,7 +197,8 @@ async fn demo(path: &Path) -> anyhow::Result<()> {
         addr.port()
     );
     println!("Ctrl-C stops pgbroker and removes the cluster.");
-    broker.run_until(signal()).await;
+    run_broker(broker).await;
     drop(cluster);
+    println!("pgbroker stopped; the throwaway cluster is removed.");
     Ok(())
 }

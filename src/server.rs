@@ -80,6 +80,11 @@ impl Broker {
         self.shared.shutdown.clone()
     }
 
+    /// A token that ends the grace period at once when cancelled (a second Ctrl-C).
+    pub fn abort_token(&self) -> CancellationToken {
+        self.shared.abort.clone()
+    }
+
     /// Serves until `signal` completes (or the shutdown token is cancelled), then drains.
     pub async fn run_until(self, signal: impl Future<Output = ()>) {
         let shutdown = self.shared.shutdown.clone();

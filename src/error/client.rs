@@ -45,9 +45,15 @@ impl BorrowError {
             BorrowError::PoolFull { database, user, waited } => ClientMessage::new(
                 severity,
                 "53300",
-                format!("pgbroker: pool for database \"{database}\" user \"{user}\" is full; waited {waited:?}"),
+                format!(
+                    "pgbroker: pool for database \"{database}\" user \"{user}\" is full; waited {:.1}s",
+                    waited.as_secs_f64()
+                ),
             )
-            .hint("raise pool.size or pool.borrow_timeout, or shorten transactions"),
+            .hint(
+                "raise pool.size or pool.borrow_timeout, shorten transactions, or avoid session \
+                 state that pins a client to its server (named prepared statements, SET, LISTEN)",
+            ),
             BorrowError::Login(login) => login.client_message(severity, at_connect),
             BorrowError::Closed => ClientMessage::new(Severity::Fatal, "57P01", "pgbroker: shutting down".into()),
         }

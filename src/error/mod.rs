@@ -210,7 +210,7 @@ pub enum SessionError {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Binding the listen address failed.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         /// The address.
         addr: String,
@@ -222,7 +222,7 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     /// A user's password does not parse.
-    #[error("user {name}: {source}")]
+    #[error("invalid password of user {name}")]
     User {
         /// The user.
         name: String,

@@ -146,6 +146,15 @@ pub(super) fn template(pg: &Pg) -> Result<PathBuf> {
     Ok(data)
 }
 
+/// Removes this process's template (the next cluster builds it again). For programs that
+/// are done with clusters, like `demo` at exit; tests leave it for the next run to sweep.
+pub fn remove_template() {
+    let mut cached = TEMPLATE.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(root) = cached.take().as_deref().and_then(Path::parent) {
+        let _ = fs::remove_dir_all(root);
+    }
+}
+
 fn build_template(pg: &Pg) -> Result<PathBuf> {
     let root = env::temp_dir().join(format!("{}{}", DIR_PREFIXES[1], process::id()));
     let _ = fs::remove_dir_all(&root); // an earlier failed attempt of this process

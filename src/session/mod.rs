@@ -60,7 +60,9 @@ const FINAL_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 /// Serves one accepted client connection to its end. Logs once, here.
 pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
-    let peer = stream.peer_addr().ok();
+    let peer = stream
+        .peer_addr()
+        .map_or_else(|_| "unknown".to_owned(), |a| a.to_string());
     let mut io = ClientIo::new(stream);
     let started = Instant::now();
     let outcome = run(&mut io, &shared).await;
@@ -80,11 +82,11 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         let _ = tokio::time::timeout(FINAL_FLUSH_TIMEOUT, io.flush()).await;
     }
     match outcome {
-        Ok(()) => tracing::debug!(?peer, elapsed = ?started.elapsed(), "session ended"),
+        Ok(()) => tracing::debug!(%peer, elapsed = ?started.elapsed(), "session ended"),
         Err(SessionError::ClientIo(_)) | Err(SessionError::Shutdown) => {
-            tracing::debug!(?peer, elapsed = ?started.elapsed(), "session closed")
+            tracing::debug!(%peer, elapsed = ?started.elapsed(), "session closed")
         }
-        Err(error) => tracing::info!(?peer, %error, "session ended with error"),
+        Err(error) => tracing::info!(%peer, %error, "session ended with error"),
     }
 }
 

@@ -24,7 +24,12 @@ fn check_accepts_the_shipped_configs_and_rejects_unknown_keys() {
             "{file}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(String::from_utf8_lossy(&out.stdout).contains("borrow_timeout"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("borrow_timeout"), "{stdout}");
+        assert!(
+            stdout.contains("<redacted>") && !stdout.contains("password = \"app\""),
+            "{stdout}"
+        );
     }
     let dir = std::env::temp_dir().join(format!("pgbroker-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
