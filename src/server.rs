@@ -129,7 +129,13 @@ impl Broker {
         drop(self.listener);
         self.tracker.close();
         let grace = self.shared.config.listen.shutdown_timeout;
-        tracing::info!(sessions = self.tracker.len(), ?grace, "shutting down");
+        // A second signal (or the abort token) ends the grace period early: the sessions
+        // watch that token themselves, so the wait below ends with them.
+        tracing::info!(
+            sessions = self.tracker.len(),
+            ?grace,
+            "shutting down: waiting for transactions in flight"
+        );
         if tokio::time::timeout(grace, self.tracker.wait())
             .await
             .is_err()

@@ -78,9 +78,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         }
     }
     // A client that stopped reading must not hold the task (and shutdown) hostage.
-    if !shared.abort.is_cancelled() {
-        let _ = tokio::time::timeout(FINAL_FLUSH_TIMEOUT, io.flush()).await;
-    }
+    let _ = tokio::time::timeout(FINAL_FLUSH_TIMEOUT, io.flush()).await;
     match outcome {
         Ok(()) => tracing::debug!(%peer, elapsed = ?started.elapsed(), "session ended"),
         Err(SessionError::ClientIo(_)) | Err(SessionError::Shutdown) => {
