@@ -15,13 +15,26 @@ use tokio_postgres::NoTls;
 
 const CLIENTS: usize = 10;
 
-/// Runs `CLIENTS` tasks for `secs`: each either keeps one connection (warm) or connects per
-/// transaction (cold); returns transactions per second.
-async fn run(url: Arc<String>, secs: f64, cold: bool) -> anyhow::Result<f64> {
+/// How the clients of one run behave.
+#[derive(Clone, Copy)]
+struct Workload {
+    /// Connect for every transaction (the cold path) instead of once.
+    cold: bool,
+    /// Give each client its own application_name (every function is different), so the
+    /// broker replays it whenever a client lands on a server another one used last.
+    distinct_apps: bool,
+}
+
+/// Runs `CLIENTS` tasks for `secs`; returns transactions per second.
+async fn run(url: Arc<String>, secs: f64, load: Workload) -> anyhow::Result<f64> {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let mut tasks = Vec::new();
-    for _ in 0..CLIENTS {
-        let url = Arc::clone(&url);
+    for i in 0..CLIENTS {
+        let url = match load.distinct_apps {
+            true => Arc::new(format!("{url} application_name=fn{i}")),
+            false => Arc::clone(&url),
+        };
+        let cold = load.cold;
         tasks.push(tokio::spawn(async move {
             let mut done = 0u64;
             let mut client = None;
@@ -71,12 +84,32 @@ async fn main() -> anyhow::Result<()> {
         "{:<28} {:>12} {:>12} {:>8}",
         "workload", "direct tx/s", "pgbroker", "ratio"
     );
-    for (name, cold) in [
-        ("warm connection", false),
-        ("connection per transaction", true),
-    ] {
-        let direct = run(url(cluster.port()), secs, cold).await?;
-        let pooled = run(url(addr.port()), secs, cold).await?;
+    let workloads = [
+        (
+            "warm connection",
+            Workload {
+                cold: false,
+                distinct_apps: false,
+            },
+        ),
+        (
+            "warm, one app name each",
+            Workload {
+                cold: false,
+                distinct_apps: true,
+            },
+        ),
+        (
+            "connection per transaction",
+            Workload {
+                cold: true,
+                distinct_apps: false,
+            },
+        ),
+    ];
+    for (name, load) in workloads {
+        let direct = run(url(cluster.port()), secs, load).await?;
+        let pooled = run(url(addr.port()), secs, load).await?;
         println!(
             "{name:<28} {direct:>12.0} {pooled:>12.0} {:>8.2}",
             pooled / direct

@@ -48,6 +48,8 @@ pub struct ServerConn {
     /// ReadyForQuery messages still owed to statements the broker put in front of a
     /// client's messages; everything up to them is the broker's, not the client's.
     prelude: u32,
+    /// The first error among the broker's own statements in front of a client's.
+    prelude_error: Option<ServerError>,
     /// A client may have left an unnamed prepared statement here (Parse with no name since
     /// the last simple Query); the next client must not be able to Bind it.
     unnamed: bool,
@@ -67,6 +69,7 @@ impl ServerConn {
             extras: Params::new(),
             scan: Passthrough::default(),
             prelude: 0,
+            prelude_error: None,
             unnamed: false,
             extras_stale: false,
             cancel: CancelTarget {
@@ -144,6 +147,7 @@ impl ServerConn {
     pub async fn drain(&mut self, what: &'static str) -> Result<(), ServerError> {
         // Whatever the broker queued in front is read and dropped here with the rest.
         self.prelude = 0;
+        self.prelude_error = None;
         let mut failure = None;
         while !self.position.is_quiet() {
             let Some((header, body)) = whole_frame(&self.rbuf)? else {
@@ -186,6 +190,9 @@ impl ServerConn {
                 match param {
                     Some((name, value)) if !ours => on_param(name, value),
                     _ if ours && header.tag == b'Z' => self.prelude -= 1,
+                    _ if ours && header.tag == b'E' && self.prelude_error.is_none() => {
+                        self.prelude_error = Some(statement_error("session parameters", body));
+                    }
                     _ => {}
                 }
             }
@@ -222,6 +229,19 @@ impl ServerConn {
             b'Q' => self.unnamed = false,
             _ => {}
         }
+    }
+
+    /// Queues `sql` (simple protocol) in front of a client's messages; its replies are
+    /// swallowed, and an error in them is kept for [`ServerConn::take_prelude_error`].
+    pub fn queue_statement(&mut self, sql: &str, out: &mut BytesMut) {
+        write::query(out, sql);
+        self.sent(b'Q', &[]);
+        self.prelude += 1;
+    }
+
+    /// The first error of the broker's own queued statements, once.
+    pub fn take_prelude_error(&mut self) -> Option<ServerError> {
+        self.prelude_error.take()
     }
 
     /// Puts what the broker must run before a new client's messages in front of them:

@@ -78,6 +78,9 @@ pub struct Session<'a> {
     to_server: BytesMut,
     /// After a failed borrow in the extended protocol: drop messages up to Sync.
     skipping: bool,
+    /// A server accepted this client's settings once: later replays go ahead of its
+    /// messages without waiting for a round trip.
+    validated: bool,
 }
 
 impl<'a> Session<'a> {
@@ -92,6 +95,7 @@ impl<'a> Session<'a> {
             link: Link::Idle,
             to_server: BytesMut::with_capacity(8192),
             skipping: false,
+            validated: false,
         }
     }
 
@@ -269,6 +273,7 @@ impl<'a> Session<'a> {
             }
         };
         let mut conn = self.apply_params(conn).await?;
+        self.validated = true;
         conn.queue_prelude(&mut self.to_server);
         self.key.serve(Some(conn.cancel_target()));
         let hold = match self.shared.config.pool.mode {
@@ -300,6 +305,13 @@ impl<'a> Session<'a> {
         let Some(sql) = self.params.sync_sql(&conn) else {
             return Ok(conn);
         };
+        if self.validated && !ClientParams::needs_utf8_first(&sql, &conn) {
+            // Values a server accepted before: sent in front of the client's messages, their
+            // replies swallowed, no round trip.
+            conn.queue_statement(&sql, &mut self.to_server);
+            conn.set_extras(&self.params.extras);
+            return Ok(conn);
+        }
         // As long as a fresh login may take: a backend that does not answer a SET is broken.
         let bound = self.shared.config.backend.connect_timeout;
         let run = async {
@@ -341,6 +353,10 @@ impl<'a> Session<'a> {
             params.reported_by_server(name, value)
         })
         .map_err(ServerError::from)?;
+        if let Some(ServerError::Statement { code, message, .. }) = conn.take_prelude_error() {
+            conn.forget_extras();
+            return Err(SessionError::Parameter { code, message });
+        }
         self.release_at_rest();
         Ok(())
     }

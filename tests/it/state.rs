@@ -166,3 +166,23 @@ async fn startup_options_are_replayed_and_survive_another_clients_reset() {
     a.simple_query("DISCARD ALL").await.unwrap();
     assert_eq!(scalar(&b, "SHOW statement_timeout").await, "1234ms");
 }
+
+#[tokio::test]
+async fn invalid_startup_setting_fails_the_session_clearly() {
+    let h = Harness::start(|_| {}).await;
+    let client =
+        crate::common::connect_url(&with_options(&h, "bad", "-c TimeZone=Mars/Olympus_Mons"))
+            .await
+            .unwrap();
+    let err = client.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "22023", "{err}");
+    let db = err.as_db_error().unwrap();
+    assert!(
+        db.message()
+            .starts_with("pgbroker: a session parameter was rejected"),
+        "{}",
+        db.message()
+    );
+    // The server connection went back clean: others are unaffected.
+    assert_eq!(scalar(&h.connect().await, "SELECT 'fine'").await, "fine");
+}
