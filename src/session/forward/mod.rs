@@ -14,12 +14,14 @@ use super::params::ClientParams;
 use super::startup::ClientIo;
 use super::{Greeted, Shared};
 use crate::cancel::CancelKey;
-use crate::config::{OnClientDisconnect, PoolMode};
-use crate::error::{ClientMessage, FrameError, ServerError, SessionError};
+use crate::config::OnClientDisconnect;
+use crate::error::{FrameError, ServerError, SessionError};
 use crate::pool::{Borrowed, Ending, Pool};
 use crate::protocol::query::PinReason;
 use crate::protocol::write;
 use crate::protocol::Header;
+
+mod borrow;
 
 /// Past this many bytes queued for one side, the loop stops reading from the other.
 const HIGH_WATER: usize = 256 * 1024;
@@ -249,98 +251,6 @@ impl<'a> Session<'a> {
             self.skipping = false;
             write::ready_for_query(&mut self.io.wbuf, b'I');
         }
-    }
-
-    /// Checks out a server connection and brings it to the client's settings. On a failed
-    /// borrow the client gets an ERROR and its session stays usable (false is returned).
-    async fn borrow(&mut self, tag: u8) -> Result<bool, SessionError> {
-        // Shutting down: no new transaction starts; the client is told why it is let go.
-        if self.shared.shutdown.is_cancelled() {
-            return Err(SessionError::Shutdown);
-        }
-        // The wait is cancel-safe: when the grace period ends, the waiter leaves the queue.
-        let got = tokio::select! {
-            got = self.pool.get() => got,
-            () = self.shared.abort.cancelled() => return Err(SessionError::Shutdown),
-        };
-        let conn = match got {
-            Ok(conn) => conn,
-            Err(crate::error::BorrowError::Closed) => return Err(SessionError::Shutdown),
-            Err(e) => {
-                tracing::debug!(error = %e, "borrow failed");
-                self.fail_statement(tag, &e.client_message(false));
-                return Ok(false);
-            }
-        };
-        let mut conn = self.apply_params(conn).await?;
-        self.validated = true;
-        conn.queue_prelude(&mut self.to_server);
-        self.key.serve(Some(conn.cancel_target()));
-        let hold = match self.shared.config.pool.mode {
-            PoolMode::Transaction => Hold::Transaction,
-            PoolMode::Session => Hold::Session,
-        };
-        self.link = Link::Held(conn, hold);
-        Ok(true)
-    }
-
-    /// Reports a statement-level error the way Postgres would: at once, then ReadyForQuery
-    /// for a simple Query (or a lone Sync), or after skipping to the next Sync otherwise.
-    fn fail_statement(&mut self, tag: u8, message: &ClientMessage) {
-        write::error_response(
-            &mut self.io.wbuf,
-            message.severity,
-            &message.code,
-            &message.text,
-            message.hint,
-        );
-        match tag {
-            b'Q' | b'F' | b'S' => write::ready_for_query(&mut self.io.wbuf, b'I'),
-            _ => self.skipping = true,
-        }
-    }
-
-    /// Replays the client's settings on a server connection that differs.
-    async fn apply_params(&mut self, mut conn: Borrowed) -> Result<Borrowed, SessionError> {
-        let Some(sql) = self.params.sync_sql(&conn) else {
-            return Ok(conn);
-        };
-        if self.validated && !ClientParams::needs_utf8_first(&sql, &conn) {
-            // Values a server accepted before: sent in front of the client's messages, their
-            // replies swallowed, no round trip.
-            conn.queue_statement(&sql, &mut self.to_server);
-            conn.set_extras(&self.params.extras);
-            return Ok(conn);
-        }
-        // As long as a fresh login may take: a backend that does not answer a SET is broken.
-        let bound = self.shared.config.backend.connect_timeout;
-        let run = async {
-            if ClientParams::needs_utf8_first(&sql, &conn) {
-                conn.run("SET client_encoding = 'UTF8'", "session parameters")
-                    .await?;
-            }
-            conn.run(&sql, "session parameters").await
-        };
-        match tokio::time::timeout(bound, run).await {
-            Ok(Ok(())) => {}
-            Ok(Err(ServerError::Statement { code, message, .. })) => {
-                // Some settings may have taken: the connection is at rest but its extras unknown.
-                conn.forget_extras();
-                return Err(SessionError::Parameter { code, message });
-            }
-            Ok(Err(e)) => {
-                Pool::discard(conn);
-                return Err(e.into());
-            }
-            Err(_) => {
-                Pool::discard(conn);
-                return Err(ServerError::Timeout(bound).into());
-            }
-        }
-        for (name, value) in self.params.adopt(&mut conn) {
-            write::parameter_status(&mut self.io.wbuf, &name, &value);
-        }
-        Ok(conn)
     }
 
     /// Moves server bytes to the client and gives the server back at rest.

@@ -1,0 +1,87 @@
+//! Raw protocol helpers: hand-built frontend messages over a plain socket, for what
+//! no driver sends (hostile frames, unnamed statements across clients, lone Flush).
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::Harness;
+
+/// Logs in over a raw socket with cleartext auth; returns the socket after ReadyForQuery.
+pub async fn raw_login(h: &Harness) -> tokio::net::TcpStream {
+    let mut raw = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    send_startup(&mut raw, 0, b"user\0app\0database\0app\0\0").await;
+    let mut request = [0u8; 9];
+    raw.read_exact(&mut request).await.unwrap();
+    assert_eq!(
+        request,
+        [b'R', 0, 0, 0, 8, 0, 0, 0, 3],
+        "cleartext password request"
+    );
+    raw.write_all(b"p\0\0\0\x08app\0").await.unwrap();
+    read_reply(&mut raw).await;
+    raw
+}
+
+/// Sends a protocol 3.`minor` StartupMessage with `params` (NUL-separated, list-terminated).
+pub async fn send_startup(raw: &mut tokio::net::TcpStream, minor: u8, params: &[u8]) {
+    let mut packet = u32::try_from(params.len() + 8)
+        .unwrap()
+        .to_be_bytes()
+        .to_vec();
+    packet.extend_from_slice(&[0, 3, 0, minor]);
+    packet.extend_from_slice(params);
+    raw.write_all(&packet).await.unwrap();
+}
+
+pub fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&u32::try_from(body.len() + 4).unwrap().to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// Parse of the unnamed statement, no parameter types.
+pub fn parse_unnamed(sql: &str) -> Vec<u8> {
+    let mut body = vec![0u8];
+    body.extend_from_slice(sql.as_bytes());
+    body.extend_from_slice(&[0, 0, 0]);
+    message(b'P', &body)
+}
+
+/// Bind unnamed portal to unnamed statement, Execute it, Sync.
+pub fn bind_execute_sync() -> Vec<u8> {
+    let mut m = message(b'B', &[0, 0, 0, 0, 0, 0, 0, 0]);
+    m.extend(message(b'E', &[0, 0, 0, 0, 0]));
+    m.extend(message(b'S', &[]));
+    m
+}
+
+/// Reads one whole message: its tag and its body.
+pub async fn read_message(raw: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    let mut header = [0u8; 5];
+    raw.read_exact(&mut header).await.unwrap();
+    let len = u32::from_be_bytes(header[1..].try_into().unwrap()) as usize;
+    let mut body = vec![0u8; len - 4];
+    raw.read_exact(&mut body).await.unwrap();
+    (header[0], body)
+}
+
+/// Reads up to ReadyForQuery; returns the tags and all bodies.
+pub async fn read_reply(raw: &mut tokio::net::TcpStream) -> (Vec<u8>, Vec<u8>) {
+    let (mut tags, mut bodies) = (Vec::new(), Vec::new());
+    loop {
+        let (tag, body) = read_message(raw).await;
+        tags.push(tag);
+        bodies.extend_from_slice(&body);
+        if tag == b'Z' {
+            return (tags, bodies);
+        }
+    }
+}
+
+pub fn cleartext_one_server(c: &mut pgbroker::Config) {
+    c.pool.size = 1;
+    c.pool.borrow_timeout = Duration::from_millis(500);
+    c.users[0].auth_method = Some(pgbroker::config::AuthMethod::Password);
+}
