@@ -119,7 +119,10 @@ impl ServerConn {
 
     /// Idle in the protocol with nothing unread: may serve another client.
     pub fn at_rest(&self) -> bool {
-        self.position.is_idle() && self.rbuf.is_empty() && !self.scan.mid_frame()
+        self.position.is_idle()
+            && self.prelude == 0
+            && self.rbuf.is_empty()
+            && !self.scan.mid_frame()
     }
 
     /// Cheap synchronous health check for the pool's recycle: not marked broken, at rest,

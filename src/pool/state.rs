@@ -36,7 +36,10 @@ impl Position {
         match tag {
             // Postgres ignores Sync and Flush during COPY IN.
             b'S' | b'H' if self.copy_in => {}
-            b'Q' | b'F' => self.outstanding += 1,
+            b'Q' | b'F' => {
+                self.outstanding += 1;
+                self.syncs_since_execute = 0;
+            }
             b'S' => {
                 self.outstanding += 1;
                 self.syncs_since_execute += 1;
@@ -46,7 +49,8 @@ impl Position {
                 self.syncs_since_execute = 0;
                 self.unsynced = true;
             }
-            b'P' | b'B' | b'D' | b'C' | b'H' => self.unsynced = true,
+            // A Flush opens nothing: a lone one needs no Sync after it.
+            b'P' | b'B' | b'D' | b'C' => self.unsynced = true,
             b'c' | b'f' => self.copy_in = false,
             _ => {}
         }
@@ -60,6 +64,8 @@ impl Position {
                 self.copy_in = false;
                 self.status = body.first().copied().unwrap_or(b'E');
             }
+            // An error ends COPY IN on the server's side: Syncs count again.
+            b'E' => self.copy_in = false,
             b'G' => {
                 self.copy_in = true;
                 // Syncs pipelined behind the Execute that started this COPY were eaten by it.
@@ -85,7 +91,7 @@ impl Position {
 
     /// The server tags whose whole frame the broker must see to keep this position.
     pub fn watches(tag: u8) -> bool {
-        matches!(tag, b'Z' | b'G' | b'S')
+        matches!(tag, b'Z' | b'G' | b'S' | b'E')
     }
 }
 
@@ -130,6 +136,45 @@ mod tests {
         p.sent(b'c');
         assert!(!p.is_quiet(), "the COPY still needs its Sync");
         p.sent(b'S');
+        p.received(b'Z', b"I");
+        assert!(p.is_idle());
+    }
+
+    #[test]
+    fn syncs_of_an_earlier_batch_are_not_taken_by_a_simple_copy() {
+        let mut p = Position::default();
+        for t in *b"PBES" {
+            p.sent(t);
+        }
+        p.received(b'Z', b"I");
+        p.sent(b'Q');
+        p.received(b'G', b"");
+        p.sent(b'c');
+        p.sent(b'Q');
+        p.received(b'Z', b"I");
+        assert!(
+            !p.is_quiet(),
+            "the second query still owes its ReadyForQuery"
+        );
+        p.received(b'Z', b"I");
+        assert!(p.is_idle());
+    }
+
+    #[test]
+    fn an_error_ends_copy_in_and_a_lone_flush_opens_nothing() {
+        let mut p = Position::default();
+        for t in *b"PBES" {
+            p.sent(t);
+        }
+        p.received(b'G', b"");
+        p.received(b'E', b"");
+        p.sent(b'S');
+        p.received(b'Z', b"I");
+        assert!(p.is_idle());
+        p.sent(b'Q');
+        p.sent(b'H');
+        p.received(b'Z', b"T");
+        p.sent(b'Q');
         p.received(b'Z', b"I");
         assert!(p.is_idle());
     }

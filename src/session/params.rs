@@ -20,6 +20,17 @@ pub const NOT_SETTABLE: [&str; 6] = [
 /// Startup parameters that are not settings.
 const NOT_SETTINGS: [&str; 4] = ["user", "database", "options", "replication"];
 
+/// The statements that bring a server to a client's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replay {
+    /// SET / RESET statements, client_encoding last.
+    pub sql: String,
+    /// Only reported parameters change: values a server reported itself, which stay valid,
+    /// so the replay may go ahead of the client's messages without a round trip. Startup
+    /// settings (which a dropped object can make invalid) go by round trip.
+    pub reported_only: bool,
+}
+
 /// What one client expects of the server that serves it.
 #[derive(Debug, Clone, Default)]
 pub struct ClientParams {
@@ -98,7 +109,7 @@ impl ClientParams {
     /// The statements that make `server` match this client, or `None` when it already does.
     /// client_encoding comes last: the whole batch is decoded in the encoding in force
     /// when it arrives (see [`ClientParams::needs_utf8_first`]).
-    pub fn sync_sql(&self, server: &ServerConn) -> Option<String> {
+    pub fn sync_sql(&self, server: &ServerConn) -> Option<Replay> {
         let mut sql = String::new();
         let mut encoding = None;
         for (name, value) in &self.reported {
@@ -110,13 +121,11 @@ impl ClientParams {
                 }
             }
         }
+        let reported_end = sql.len();
         for (name, value) in &self.extras {
             if !server.extras_known() || server.extras.get(name) != Some(value) {
                 push_set(&mut sql, name, value);
             }
-        }
-        if let Some(value) = encoding {
-            push_set(&mut sql, "client_encoding", value);
         }
         for name in server
             .extras
@@ -125,7 +134,11 @@ impl ClientParams {
         {
             let _ = write!(sql, "RESET {};", quote_ident(name));
         }
-        (!sql.is_empty()).then_some(sql)
+        let reported_only = sql.len() == reported_end;
+        if let Some(value) = encoding {
+            push_set(&mut sql, "client_encoding", value);
+        }
+        (!sql.is_empty()).then_some(Replay { sql, reported_only })
     }
 
     /// True when `sql` must reach a server whose client_encoding is not UTF8: it must be

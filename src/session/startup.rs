@@ -122,9 +122,12 @@ pub async fn open(io: &mut ClientIo, shared: &Shared) -> Result<Opening, Session
                 io.stream.write_all(b"N").await?;
             }
             Packet::Cancel { pid, secret } => {
-                if let Some((target, _in_flight)) = shared.cancels.begin(pid, secret) {
+                if let Some((target, in_flight)) = shared.cancels.begin(pid, secret) {
                     if let Err(error) = send_cancel(target).await {
-                        tracing::debug!(%error, "cancel request not delivered");
+                        // It may still arrive: the client's server connections stay marked
+                        // (closed instead of reused) for the rest of its session.
+                        tracing::debug!(%error, "cancel request not confirmed");
+                        std::mem::forget(in_flight);
                     }
                 }
                 return Ok(Opening::Cancelled);

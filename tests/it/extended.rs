@@ -129,3 +129,52 @@ async fn terminate_lets_the_last_query_finish() {
         "the query before Terminate ran"
     );
 }
+
+#[tokio::test]
+async fn an_earlier_batch_sync_does_not_release_the_server_early() {
+    let h = Harness::start(|c| {
+        cleartext_one_server(c);
+        c.pool.borrow_timeout = std::time::Duration::from_secs(10);
+    })
+    .await;
+    let direct = h.direct().await;
+    direct
+        .batch_execute("CREATE TABLE cc (x int); GRANT ALL ON cc TO app")
+        .await
+        .unwrap();
+    let mut a = raw_login(&h).await;
+    let mut batch = parse_unnamed("SELECT 1");
+    batch.extend(bind_execute_sync());
+    a.write_all(&batch).await.unwrap();
+    read_reply(&mut a).await;
+    a.write_all(&message(b'Q', b"COPY cc FROM STDIN\0"))
+        .await
+        .unwrap();
+    assert_eq!(read_message(&mut a).await.0, b'G');
+    let mut rest = message(b'd', b"1\n");
+    rest.extend(message(b'c', &[]));
+    rest.extend(message(b'S', &[]));
+    rest.extend(message(b'Q', b"SELECT pg_sleep(0.5), 'a-secret'\0"));
+    a.write_all(&rest).await.unwrap();
+    // b asks meanwhile; it must get its own rows, after a's query is done.
+    let b = h.connect().await;
+    assert_eq!(scalar(&b, "SELECT 'b-own'").await, "b-own");
+    assert_eq!(read_reply(&mut a).await.0, b"CZ");
+    assert_eq!(read_reply(&mut a).await.0, b"Z");
+    let (tags, bodies) = read_reply(&mut a).await;
+    assert_eq!(tags, b"TDCZ");
+    assert!(String::from_utf8_lossy(&bodies).contains("a-secret"));
+}
+
+#[tokio::test]
+async fn a_flush_between_simple_queries_holds_nothing() {
+    let h = Harness::start(cleartext_one_server).await;
+    let mut a = raw_login(&h).await;
+    a.write_all(&message(b'Q', b"BEGIN\0")).await.unwrap();
+    read_reply(&mut a).await;
+    a.write_all(&message(b'H', &[])).await.unwrap();
+    a.write_all(&message(b'Q', b"COMMIT\0")).await.unwrap();
+    read_reply(&mut a).await;
+    let b = h.connect().await;
+    assert_eq!(scalar(&b, "SELECT 'free'").await, "free");
+}

@@ -7,7 +7,7 @@ use crate::config::PoolMode;
 use crate::error::{BorrowError, ClientMessage, ServerError, SessionError};
 use crate::pool::{Borrowed, Pool};
 use crate::protocol::write;
-use crate::session::params::ClientParams;
+use crate::session::params::{ClientParams, Replay};
 
 impl Session<'_> {
     /// Checks out a server connection and brings it to the client's settings. On a failed
@@ -61,14 +61,13 @@ impl Session<'_> {
 
     /// Replays the client's settings on a server connection that differs.
     async fn apply_params(&mut self, mut conn: Borrowed) -> Result<Borrowed, SessionError> {
-        let Some(sql) = self.params.sync_sql(&conn) else {
+        let Some(Replay { sql, reported_only }) = self.params.sync_sql(&conn) else {
             return Ok(conn);
         };
-        if self.validated && !ClientParams::needs_utf8_first(&sql, &conn) {
-            // Values a server accepted before: sent in front of the client's messages, their
-            // replies swallowed, no round trip.
+        if self.validated && reported_only && !ClientParams::needs_utf8_first(&sql, &conn) {
+            // Reported values a server accepted before: sent in front of the client's
+            // messages, their replies swallowed, no round trip.
             conn.queue_statement(&sql, &mut self.to_server);
-            conn.set_extras(&self.params.extras);
             return Ok(conn);
         }
         // As long as a fresh login may take: a backend that does not answer a SET is broken.

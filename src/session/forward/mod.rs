@@ -311,14 +311,19 @@ impl<'a> Session<'a> {
             Pool::discard(conn);
             return;
         }
-        if conn.at_rest() && !ending.discard_all && self.to_server.is_empty() {
-            return;
+        if !(conn.at_rest() && !ending.discard_all && self.to_server.is_empty()) {
+            let pending = mem::take(&mut self.to_server);
+            let settled =
+                tokio::time::timeout(pool.server_drain_timeout, conn.settle(&pending, ending))
+                    .await;
+            if !matches!(settled, Ok(Ok(()))) {
+                tracing::debug!(?settled, "server connection closed instead of reused");
+                Pool::discard(conn);
+                return;
+            }
         }
-        let pending = mem::take(&mut self.to_server);
-        let settled =
-            tokio::time::timeout(pool.server_drain_timeout, conn.settle(&pending, ending)).await;
-        if !matches!(settled, Ok(Ok(()))) {
-            tracing::debug!(?settled, "server connection closed instead of reused");
+        // A cancel of this client still on its way would hit the next client's query.
+        if self.key.cancelling() {
             Pool::discard(conn);
         }
     }
