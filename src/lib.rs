@@ -12,6 +12,7 @@
 //! - [`pool`]: server connections (connect, login, state) and the deadpool pools by
 //!   (database, user).
 //! - [`cancel`]: broker-issued cancel keys mapped to the server serving a client now.
+//! - [`reaper`]: the sweep that ends idle clients and closes idle or aged server connections.
 //! - [`session`]: one client: startup, auth, the greeting, the forwarding loop, release.
 //! - [`server`]: the [`Broker`]: accept loop, task tracker, bounded drain on shutdown.
 //! - [`sandbox`]: a throwaway Postgres cluster for `demo`, the tests and the benches.
@@ -32,6 +33,7 @@ pub mod config;
 pub mod error;
 pub mod pool;
 pub mod protocol;
+pub mod reaper;
 pub mod sandbox;
 pub mod server;
 pub mod session;

@@ -22,6 +22,7 @@ use crate::config::{AuthMethod, Config};
 use crate::error::{Error, SessionError};
 use crate::pool::{BackendAddr, PoolOptions, Pools};
 use crate::protocol::write;
+use crate::reaper::{self, Clients};
 use crate::session::{self, Shared, UserEntry};
 
 /// A bound, ready-to-run broker.
@@ -58,7 +59,8 @@ impl Broker {
             users,
             default_method,
             keys: KeyCache::new(),
-            pools: Pools::new(backend, options),
+            pools: Arc::new(Pools::new(backend, options)),
+            clients: Arc::new(Clients::default()),
             cancels: Arc::new(CancelRegistry::default()),
             shutdown: CancellationToken::new(),
             abort: CancellationToken::new(),
@@ -88,12 +90,23 @@ impl Broker {
     /// Serves until `signal` completes (or the shutdown token is cancelled), then drains.
     pub async fn run_until(self, signal: impl Future<Output = ()>) {
         let shutdown = self.shared.shutdown.clone();
+        let stop_reaper = CancellationToken::new();
+        let config = &self.shared.config;
+        let reaper = tokio::spawn(reaper::run(
+            Arc::clone(&self.shared.clients),
+            Arc::clone(&self.shared.pools),
+            config.reaper.clone(),
+            config.pool.clone(),
+            stop_reaper.clone(),
+        ));
         tokio::select! {
             () = self.accept_loop() => {}
             () = signal => {}
             () = shutdown.cancelled() => {}
         }
         self.drain().await;
+        stop_reaper.cancel();
+        let _ = reaper.await;
     }
 
     async fn accept_loop(&self) {
@@ -111,6 +124,8 @@ impl Broker {
                 }
             };
             let _ = stream.set_nodelay(true);
+            // A container that vanished without a FIN is noticed even with no TTL.
+            let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive());
             let shared = Arc::clone(&self.shared);
             match Arc::clone(&slots).try_acquire_owned() {
                 Ok(permit) => self.tracker.spawn(async move {
@@ -149,6 +164,15 @@ impl Broker {
         }
         self.shared.pools.close();
     }
+}
+
+/// TCP keepalive on client sockets: probe after a minute of silence, every 15s, give up
+/// after 4 unanswered probes (about two minutes).
+fn keepalive() -> socket2::TcpKeepalive {
+    socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(60))
+        .with_interval(std::time::Duration::from_secs(15))
+        .with_retries(4)
 }
 
 /// Tells a client over listen.max_client_connections why it is turned away.

@@ -32,6 +32,8 @@ pub struct Config {
     pub backend: Backend,
     /// How server connections are pooled and handed to clients.
     pub pool: PoolSettings,
+    /// What is reaped, and how often the sweep runs.
+    pub reaper: Reaper,
     /// Users that may log in through the broker.
     pub users: Vec<User>,
 }
@@ -84,6 +86,42 @@ pub struct PoolSettings {
     /// Bound on that cleanup before the server connection is closed instead.
     #[serde(with = "units::duration")]
     pub server_drain_timeout: Duration,
+    /// Warm spare server connections kept per pool while it was used within `spare_ttl`.
+    pub min_idle: usize,
+    /// How long after its last use a pool keeps its `min_idle` spares.
+    #[serde(with = "units::duration")]
+    pub spare_ttl: Duration,
+    /// Idle server connections above `min_idle` are closed after this long.
+    #[serde(with = "units::duration")]
+    pub server_idle_timeout: Duration,
+    /// Server connections older than this are closed when idle.
+    #[serde(with = "units::duration")]
+    pub server_lifetime: Duration,
+}
+
+/// `[reaper]`: what frozen or vanished clients leave behind is reclaimed by a sweep.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Reaper {
+    /// A client silent this long outside a transaction is disconnected (57P05).
+    #[serde(with = "units::duration")]
+    pub client_idle_timeout: Duration,
+    /// A client silent this long inside a transaction is rolled back and disconnected (25P03).
+    #[serde(with = "units::duration")]
+    pub idle_in_transaction_timeout: Duration,
+    /// How often the sweep runs.
+    #[serde(with = "units::duration")]
+    pub interval: Duration,
+}
+
+impl Default for Reaper {
+    fn default() -> Self {
+        Reaper {
+            client_idle_timeout: Duration::from_secs(300),
+            idle_in_transaction_timeout: Duration::from_secs(30),
+            interval: Duration::from_secs(1),
+        }
+    }
 }
 
 /// When a server connection goes back to the pool.
@@ -251,6 +289,10 @@ impl Default for PoolSettings {
             borrow_timeout: Duration::from_secs(5),
             on_client_disconnect: OnClientDisconnect::Reuse,
             server_drain_timeout: Duration::from_secs(2),
+            min_idle: 0,
+            spare_ttl: Duration::from_secs(300),
+            server_idle_timeout: Duration::from_secs(60),
+            server_lifetime: Duration::from_secs(3600),
         }
     }
 }

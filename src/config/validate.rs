@@ -8,8 +8,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 
 use super::{
-    AuthMethod, Backend, Config, ConfigError, Listen, PasswordKind, PoolSettings, User, MD5_PREFIX,
-    SCRAM_PREFIX,
+    AuthMethod, Backend, Config, ConfigError, Listen, PasswordKind, PoolSettings, Reaper, User,
+    MD5_PREFIX, SCRAM_PREFIX,
 };
 
 /// Smallest accepted `listen.max_message_size`: every startup packet must fit.
@@ -32,6 +32,12 @@ pub enum Reason {
     TooSmall {
         /// The smallest accepted value.
         min: usize,
+    },
+    /// A number above its maximum.
+    #[error("must be at most {max}")]
+    TooLarge {
+        /// The largest accepted value.
+        max: usize,
     },
     /// A timeout of zero.
     #[error("must be longer than zero")]
@@ -71,7 +77,17 @@ pub(super) fn config(config: &Config) -> Result<(), ConfigError> {
     listen(&config.listen)?;
     backend(&config.backend)?;
     pool(&config.pool)?;
+    reaper(&config.reaper)?;
     users(&config.users)
+}
+
+fn reaper(reaper: &Reaper) -> Result<(), ConfigError> {
+    positive("reaper.client_idle_timeout", reaper.client_idle_timeout)?;
+    positive(
+        "reaper.idle_in_transaction_timeout",
+        reaper.idle_in_transaction_timeout,
+    )?;
+    positive("reaper.interval", reaper.interval)
 }
 
 fn listen(listen: &Listen) -> Result<(), ConfigError> {
@@ -105,7 +121,15 @@ fn backend(backend: &Backend) -> Result<(), ConfigError> {
 fn pool(pool: &PoolSettings) -> Result<(), ConfigError> {
     at_least("pool.size", pool.size, 1)?;
     positive("pool.borrow_timeout", pool.borrow_timeout)?;
-    positive("pool.server_drain_timeout", pool.server_drain_timeout)
+    positive("pool.server_drain_timeout", pool.server_drain_timeout)?;
+    check(
+        "pool.min_idle",
+        pool.min_idle <= pool.size,
+        Reason::TooLarge { max: pool.size },
+    )?;
+    positive("pool.spare_ttl", pool.spare_ttl)?;
+    positive("pool.server_idle_timeout", pool.server_idle_timeout)?;
+    positive("pool.server_lifetime", pool.server_lifetime)
 }
 
 fn users(users: &[User]) -> Result<(), ConfigError> {

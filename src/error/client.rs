@@ -145,6 +145,17 @@ impl SessionError {
                     "pgbroker: too many client connections (listen.max_client_connections = {max})"
                 ),
             )),
+            SessionError::ClientIdle { after } => fatal(
+                "57P05",
+                format!("pgbroker: terminating connection: client idle for {after:?} (reaper.client_idle_timeout)"),
+            ),
+            SessionError::IdleInTransaction { after } => fatal(
+                "25P03",
+                format!(
+                    "pgbroker: terminating connection: idle in transaction for {after:?} \
+                     (reaper.idle_in_transaction_timeout); the transaction was rolled back"
+                ),
+            ),
             SessionError::Shutdown => fatal(
                 "57P01",
                 "pgbroker: terminating connection: shutting down".into(),

@@ -204,6 +204,18 @@ pub enum SessionError {
     /// The broker is shutting down.
     #[error("shutting down")]
     Shutdown,
+    /// The client was silent past reaper.client_idle_timeout.
+    #[error("client idle for {after:?}")]
+    ClientIdle {
+        /// The timeout.
+        after: Duration,
+    },
+    /// The client was silent inside a transaction past reaper.idle_in_transaction_timeout.
+    #[error("idle in transaction for {after:?}")]
+    IdleInTransaction {
+        /// The timeout.
+        after: Duration,
+    },
 }
 
 /// The error of `Broker::run`: the broker could not start or serve.

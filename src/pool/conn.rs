@@ -55,6 +55,8 @@ pub struct ServerConn {
     unnamed: bool,
     cancel: CancelTarget,
     created: Instant,
+    /// When the server last sent something: at rest in the pool, when it went idle.
+    last_heard: Instant,
     broken: bool,
 }
 
@@ -78,6 +80,7 @@ impl ServerConn {
                 secret: 0,
             },
             created: Instant::now(),
+            last_heard: Instant::now(),
             broken: false,
         }
     }
@@ -92,7 +95,10 @@ impl ServerConn {
     pub async fn fill(&mut self) -> Result<(), ServerError> {
         match self.stream.read_buf(&mut self.rbuf).await {
             Ok(0) => Err(ServerError::Closed),
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.last_heard = Instant::now();
+                Ok(())
+            }
             Err(e) => Err(ServerError::Io(e)),
         }
     }
@@ -105,6 +111,11 @@ impl ServerConn {
     /// Where a CancelRequest for this connection goes.
     pub fn cancel_target(&self) -> CancelTarget {
         self.cancel
+    }
+
+    /// How long the server has sent nothing.
+    pub fn idle_for(&self, now: Instant) -> std::time::Duration {
+        now.saturating_duration_since(self.last_heard)
     }
 
     /// When the connection was logged in.
@@ -180,6 +191,7 @@ impl ServerConn {
         out: &mut BytesMut,
         mut on_param: impl FnMut(&str, &str),
     ) -> Result<(), FrameError> {
+        self.last_heard = Instant::now();
         loop {
             let ours = self.prelude > 0;
             let Some(step) = self

@@ -6,6 +6,7 @@ pub mod login;
 pub mod state;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ pub use login::LoginTarget;
 pub use state::Position;
 
 use crate::auth::Secret;
+use crate::config::PoolSettings;
 use crate::error::{BorrowError, LoginError};
 
 /// The deadpool manager of one (database, user) pool.
@@ -25,6 +27,9 @@ pub struct Manager {
     target: LoginTarget,
     /// Parameters reported by the latest fresh login: what a new client is greeted with.
     baseline: Mutex<Option<Arc<Params>>>,
+    /// When the pool was created, and its last borrow (ms after that), for spare_ttl.
+    epoch: Instant,
+    last_borrow_ms: AtomicU64,
 }
 
 impl managed::Manager for Manager {
@@ -70,6 +75,8 @@ impl Pool {
         let manager = Manager {
             target,
             baseline: Mutex::new(None),
+            epoch: Instant::now(),
+            last_borrow_ms: AtomicU64::new(0),
         };
         let inner = managed::Pool::builder(manager)
             .max_size(options.size)
@@ -87,6 +94,11 @@ impl Pool {
     /// Cancel-safe: a dropped wait leaves the queue.
     pub async fn get(&self) -> Result<Borrowed, BorrowError> {
         let started = Instant::now();
+        let manager = self.inner.manager();
+        let since = started.saturating_duration_since(manager.epoch).as_millis();
+        manager
+            .last_borrow_ms
+            .store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Relaxed);
         self.inner.get().await.map_err(|e| match e {
             PoolError::Timeout(_) => BorrowError::PoolFull {
                 database: self.target().database.clone(),
@@ -131,6 +143,59 @@ impl Pool {
     /// Closes the pool: waiters fail, idle connections are dropped.
     pub fn close(&self) {
         self.inner.close();
+    }
+
+    /// True when a client borrowed from this pool within `ttl`.
+    fn used_within(&self, ttl: Duration) -> bool {
+        let manager = self.inner.manager();
+        let last =
+            manager.epoch + Duration::from_millis(manager.last_borrow_ms.load(Ordering::Relaxed));
+        last.elapsed() < ttl
+    }
+
+    /// Closes idle connections past server_idle_timeout (keeping `min_idle` of them while
+    /// the pool is in use) and past server_lifetime. The closing happens outside the pool
+    /// lock. Returns how many were closed.
+    pub fn reap(&self, settings: &PoolSettings) -> usize {
+        let keep = if self.used_within(settings.spare_ttl) {
+            settings.min_idle
+        } else {
+            0
+        };
+        let mut removable = self.status().available.saturating_sub(keep);
+        let now = Instant::now();
+        let removed = self.inner.retain(|conn, _| {
+            let aged = now.saturating_duration_since(conn.created()) >= settings.server_lifetime;
+            let idle = conn.idle_for(now) >= settings.server_idle_timeout;
+            if aged || (idle && removable > 0) {
+                removable = removable.saturating_sub(1);
+                return false;
+            }
+            true
+        });
+        removed.removed.len()
+    }
+
+    /// Brings a pool used within spare_ttl up to `min_idle` idle connections, without
+    /// making any client wait (zero-wait checkouts).
+    pub async fn top_up(&self, settings: &PoolSettings) {
+        if settings.min_idle == 0
+            || self.status().available >= settings.min_idle
+            || !self.used_within(settings.spare_ttl)
+        {
+            return;
+        }
+        let timeouts = managed::Timeouts {
+            wait: Some(Duration::ZERO),
+            ..self.inner.timeouts()
+        };
+        let mut held = Vec::with_capacity(settings.min_idle);
+        while held.len() < settings.min_idle {
+            match self.inner.timeout_get(&timeouts).await {
+                Ok(conn) => held.push(conn),
+                Err(_) => break,
+            }
+        }
     }
 
     /// Discards a checked-out connection instead of giving it back.
@@ -206,6 +271,18 @@ impl Pools {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// [`Pool::reap`] over every pool; returns how many connections were closed.
+    pub fn reap(&self, settings: &PoolSettings) -> usize {
+        self.all().iter().map(|pool| pool.reap(settings)).sum()
+    }
+
+    /// [`Pool::top_up`] over every pool.
+    pub async fn top_up(&self, settings: &PoolSettings) {
+        for pool in self.all() {
+            pool.top_up(settings).await;
+        }
     }
 
     /// Closes every pool.

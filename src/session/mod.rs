@@ -46,7 +46,9 @@ pub struct Shared {
     /// Derived SCRAM keys.
     pub keys: KeyCache,
     /// The server connection pools.
-    pub pools: Pools,
+    pub pools: Arc<Pools>,
+    /// Every client session, for the reaper's sweep.
+    pub clients: Arc<crate::reaper::Clients>,
     /// Broker-issued cancel keys.
     pub cancels: Arc<CancelRegistry>,
     /// Cancelled when shutdown starts: idle sessions end, busy ones end at their next rest.

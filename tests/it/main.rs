@@ -11,5 +11,6 @@ mod extended;
 mod pooling;
 mod protocol;
 mod raw;
+mod reaping;
 mod state;
 mod tools;

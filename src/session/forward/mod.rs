@@ -20,6 +20,7 @@ use crate::pool::{Borrowed, Ending, Pool};
 use crate::protocol::query::PinReason;
 use crate::protocol::write;
 use crate::protocol::Header;
+use crate::reaper::{Phase, Reason, Registration};
 
 mod borrow;
 
@@ -66,6 +67,8 @@ enum Event {
     ServerRead(std::io::Result<usize>),
     ServerWrote(std::io::Result<usize>),
     Shutdown,
+    /// The reaper found the client due; the session checks again before acting.
+    Rung,
 }
 
 /// One greeted client and its forwarding state.
@@ -80,6 +83,8 @@ pub struct Session<'a> {
     to_server: BytesMut,
     /// After a failed borrow in the extended protocol: drop messages up to Sync.
     skipping: bool,
+    /// The session's place in the reaper's sweep.
+    reg: Registration,
     /// A server accepted this client's settings once: later replays go ahead of its
     /// messages without waiting for a round trip.
     validated: bool,
@@ -98,6 +103,7 @@ impl<'a> Session<'a> {
             to_server: BytesMut::with_capacity(8192),
             skipping: false,
             validated: false,
+            reg: shared.clients.register(),
         }
     }
 
@@ -116,11 +122,13 @@ impl<'a> Session<'a> {
             if !self.client_frames().await? {
                 return Ok(Goodbye::Terminate);
             }
+            self.reg.watch.set_phase(self.phase());
             match self.next_event().await {
                 Event::ClientRead(read) => {
                     if read? == 0 {
                         return Ok(Goodbye::Vanished);
                     }
+                    self.reg.watch.heard();
                 }
                 Event::ClientWrote(wrote) => self.io.wbuf.advance(wrote?),
                 Event::ServerRead(read) => {
@@ -134,7 +142,30 @@ impl<'a> Session<'a> {
                     self.release_at_rest();
                 }
                 Event::Shutdown => return Err(SessionError::Shutdown),
+                Event::Rung => {
+                    let limits = &self.shared.config.reaper;
+                    match self.reg.watch.due(std::time::Instant::now(), limits) {
+                        Some(Reason::ClientIdle(after)) => {
+                            return Err(SessionError::ClientIdle { after })
+                        }
+                        Some(Reason::IdleInTransaction(after)) => {
+                            return Err(SessionError::IdleInTransaction { after })
+                        }
+                        None => {}
+                    }
+                }
             }
+        }
+    }
+
+    /// Where the session stands, for the reaper.
+    fn phase(&self) -> Phase {
+        match &self.link {
+            Link::Held(conn, _) if !conn.position.is_quiet() || !self.to_server.is_empty() => {
+                Phase::Busy
+            }
+            Link::Held(conn, _) if conn.position.status != b'I' => Phase::InTransaction,
+            _ => Phase::Idle,
         }
     }
 
@@ -145,6 +176,7 @@ impl<'a> Session<'a> {
             shared,
             link,
             to_server,
+            reg,
             ..
         } = self;
         let (mut client_r, mut client_w) = io.stream.split();
@@ -172,6 +204,7 @@ impl<'a> Session<'a> {
             wrote = server_write(&mut server_w, to_server), if !to_server.is_empty() => Event::ServerWrote(wrote),
             read = server_read(&mut server_r), if read_server => Event::ServerRead(read),
             read = client_r.read_buf(&mut io.rbuf), if read_client => Event::ClientRead(read),
+            () = reg.watch.rung() => Event::Rung,
         }
     }
 
