@@ -11,6 +11,7 @@
 //! - [`auth`]: client-facing SCRAM-SHA-256 / md5 / cleartext.
 //! - [`pool`]: server connections (connect, login, state) and the deadpool pools by
 //!   (database, user).
+//! - [`limits`]: the counting service: account and function caps, client counts.
 //! - [`cancel`]: broker-issued cancel keys mapped to the server serving a client now.
 //! - [`reaper`]: the sweep that ends idle clients and closes idle or aged server connections.
 //! - [`session`]: one client: startup, auth, the greeting, the forwarding loop, release.
@@ -31,6 +32,7 @@ pub mod auth;
 pub mod cancel;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod pool;
 pub mod protocol;
 pub mod reaper;

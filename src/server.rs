@@ -54,8 +54,10 @@ impl Broker {
             borrow_timeout: config.pool.borrow_timeout,
         };
         let default_method = most_common_method(&users);
+        let config = Arc::new(config);
         let shared = Shared {
-            config: Arc::new(config),
+            limits: crate::limits::Limits::new(Arc::clone(&config)),
+            config,
             users,
             default_method,
             keys: KeyCache::new(),

@@ -4,9 +4,13 @@
 //! Unknown keys are rejected, durations and sizes need units (see [`units`]), and every error
 //! names the key and, where it can be found in the text, its line.
 
+pub mod limits;
 pub mod units;
+
+pub use limits::{Account, Function, FunctionFrom, Limits, UnknownFunctions};
 mod validate;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -34,6 +38,10 @@ pub struct Config {
     pub pool: PoolSettings,
     /// What is reaped, and how often the sweep runs.
     pub reaper: Reaper,
+    /// Defaults of the caps, and how functions are named.
+    pub limits: Limits,
+    /// Caps per account and per function.
+    pub accounts: BTreeMap<String, Account>,
     /// Users that may log in through the broker.
     pub users: Vec<User>,
 }

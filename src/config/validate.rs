@@ -78,7 +78,48 @@ pub(super) fn config(config: &Config) -> Result<(), ConfigError> {
     backend(&config.backend)?;
     pool(&config.pool)?;
     reaper(&config.reaper)?;
+    limits(config)?;
     users(&config.users)
+}
+
+fn limits(config: &Config) -> Result<(), ConfigError> {
+    let l = &config.limits;
+    at_least(
+        "limits.default_function_concurrency",
+        l.default_function_concurrency,
+        1,
+    )?;
+    at_least(
+        "limits.default_account_concurrency",
+        l.default_account_concurrency,
+        1,
+    )?;
+    at_least(
+        "limits.default_function_clients",
+        l.default_function_clients,
+        1,
+    )?;
+    at_least("limits.max_tracked_functions", l.max_tracked_functions, 1)?;
+    for (name, account) in &config.accounts {
+        let key = |field: &str| format!("accounts.{name}.{field}");
+        for (field, value) in [
+            ("max_concurrency", account.max_concurrency),
+            ("function_concurrency", account.function_concurrency),
+            ("max_clients", account.max_clients),
+        ] {
+            at_least(&key(field), value.unwrap_or(1), 1)?;
+        }
+        for (function, caps) in &account.functions {
+            let key = |field: &str| format!("accounts.{name}.functions.{function}.{field}");
+            at_least(
+                &key("max_concurrency"),
+                caps.max_concurrency.unwrap_or(1),
+                1,
+            )?;
+            at_least(&key("max_clients"), caps.max_clients.unwrap_or(1), 1)?;
+        }
+    }
+    Ok(())
 }
 
 fn reaper(reaper: &Reaper) -> Result<(), ConfigError> {

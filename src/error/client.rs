@@ -1,7 +1,7 @@
 //! The one place that maps an error to what a client sees: SQLSTATE, severity, the words
 //! (always starting with `pgbroker:`) and a hint where one helps.
 
-use super::{BorrowError, LoginError, SessionError};
+use super::{BorrowError, CapError, LoginError, SessionError};
 use crate::protocol::write::Severity;
 
 /// What a client is told about an error: the allowlist of words that leave the broker.
@@ -56,6 +56,48 @@ impl BorrowError {
             ),
             BorrowError::Login(login) => login.client_message(severity, at_connect),
             BorrowError::Closed => ClientMessage::new(Severity::Fatal, "57P01", "pgbroker: shutting down".into()),
+        }
+    }
+}
+
+impl CapError {
+    /// What the client is told: FATAL for a refused connection, ERROR for a refused
+    /// transaction (the session stays usable).
+    pub fn client_message(&self) -> ClientMessage {
+        let secs = |d: &std::time::Duration| format!("{:.1}s", d.as_secs_f64());
+        match self {
+            CapError::UnknownFunction { account, function } => ClientMessage::new(
+                Severity::Fatal,
+                "28000",
+                format!("pgbroker: function \"{function}\" of account \"{account}\" is not allowed (limits.unknown_functions = \"deny\")"),
+            ),
+            CapError::FunctionClients { account, function, max } => ClientMessage::new(
+                Severity::Fatal,
+                "53300",
+                format!("pgbroker: function \"{function}\" of account \"{account}\" reached its client cap of {max}"),
+            ),
+            CapError::AccountClients { account, max } => ClientMessage::new(
+                Severity::Fatal,
+                "53300",
+                format!("pgbroker: account \"{account}\" reached its client cap of {max}"),
+            ),
+            CapError::FunctionBusy { account, function, cap, waited } => ClientMessage::new(
+                Severity::Error,
+                "53300",
+                format!("pgbroker: function \"{function}\" of account \"{account}\" reached its concurrency cap of {cap}; waited {}", secs(waited)),
+            )
+            .hint("raise the function's max_concurrency or pool.borrow_timeout, or shorten transactions"),
+            CapError::AccountBusy { account, cap, waited } => ClientMessage::new(
+                Severity::Error,
+                "53300",
+                format!("pgbroker: account \"{account}\" reached its concurrency cap of {cap}; waited {}", secs(waited)),
+            )
+            .hint("raise the account's max_concurrency or pool.borrow_timeout, or shorten transactions"),
+            CapError::Queue { account, function, max } => ClientMessage::new(
+                Severity::Error,
+                "53300",
+                format!("pgbroker: function \"{function}\" of account \"{account}\" has {max} transactions waiting already (max_waiting)"),
+            ),
         }
     }
 }
@@ -145,6 +187,7 @@ impl SessionError {
                     "pgbroker: too many client connections (listen.max_client_connections = {max})"
                 ),
             )),
+            SessionError::Cap(cap) => Some(cap.client_message()),
             SessionError::ClientIdle { after } => fatal(
                 "57P05",
                 format!("pgbroker: terminating connection: client idle for {after:?} (reaper.client_idle_timeout)"),

@@ -93,21 +93,35 @@ impl Pool {
     /// Checks out a server connection, waiting at most the borrow timeout for a free one.
     /// Cancel-safe: a dropped wait leaves the queue.
     pub async fn get(&self) -> Result<Borrowed, BorrowError> {
+        let wait = self.inner.timeouts().wait.unwrap_or(Duration::ZERO);
+        self.get_within(wait).await
+    }
+
+    /// Like [`Pool::get`], waiting at most `wait` (what is left of a client's borrow
+    /// timeout after its caps). Cancel-safe.
+    pub async fn get_within(&self, wait: Duration) -> Result<Borrowed, BorrowError> {
         let started = Instant::now();
         let manager = self.inner.manager();
         let since = started.saturating_duration_since(manager.epoch).as_millis();
         manager
             .last_borrow_ms
             .store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Relaxed);
-        self.inner.get().await.map_err(|e| match e {
-            PoolError::Timeout(_) => BorrowError::PoolFull {
-                database: self.target().database.clone(),
-                user: self.target().user.clone(),
-                waited: started.elapsed(),
-            },
-            PoolError::Backend(login) => BorrowError::Login(login),
-            _ => BorrowError::Closed,
-        })
+        let timeouts = managed::Timeouts {
+            wait: Some(wait.max(Duration::from_millis(1))),
+            ..self.inner.timeouts()
+        };
+        self.inner
+            .timeout_get(&timeouts)
+            .await
+            .map_err(|e| match e {
+                PoolError::Timeout(_) => BorrowError::PoolFull {
+                    database: self.target().database.clone(),
+                    user: self.target().user.clone(),
+                    waited: started.elapsed(),
+                },
+                PoolError::Backend(login) => BorrowError::Login(login),
+                _ => BorrowError::Closed,
+            })
     }
 
     /// The parameters a new client of this pool is greeted with; logs in a first server

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{KeyCache, Secret};
 use crate::cancel::{CancelKey, CancelRegistry};
-use crate::config::{AuthMethod, Config};
+use crate::config::{AuthMethod, Config, FunctionFrom};
 use crate::error::SessionError;
 use crate::pool::{Params, Pools};
 use crate::protocol::write;
@@ -47,6 +47,8 @@ pub struct Shared {
     pub keys: KeyCache,
     /// The server connection pools.
     pub pools: Arc<Pools>,
+    /// The account and function caps.
+    pub limits: crate::limits::Limits,
     /// Every client session, for the reaper's sweep.
     pub clients: Arc<crate::reaper::Clients>,
     /// Broker-issued cancel keys.
@@ -110,6 +112,8 @@ pub struct Greeted {
     pub params: ClientParams,
     /// Its cancel key.
     pub key: CancelKey,
+    /// Its place under the client caps of its account and function.
+    pub slot: crate::limits::ClientSlot,
 }
 
 async fn handshake(
@@ -129,6 +133,14 @@ async fn handshake(
     startup::authenticate(io, shared, &user).await?;
     write::auth_ok(&mut io.wbuf);
     let entry = shared.users.get(&user).ok_or(SessionError::NoUser)?;
+    let function = match shared.config.limits.function_from {
+        FunctionFrom::ApplicationName => startup
+            .get("application_name")
+            .filter(|a| !a.is_empty())
+            .unwrap_or("default"),
+        FunctionFrom::User => user.as_str(),
+    };
+    let slot = shared.limits.admit(&entry.account, function)?;
     let pool = shared.pools.get(&database, &user, &entry.secret);
     let baseline = match pool.baseline().await {
         Ok(baseline) => baseline,
@@ -142,7 +154,12 @@ async fn handshake(
     let key = shared.cancels.register();
     greet(io, &params.reported, &key);
     io.flush().await?;
-    Ok(Some(Greeted { pool, params, key }))
+    Ok(Some(Greeted {
+        pool,
+        params,
+        key,
+        slot,
+    }))
 }
 
 /// The startup parameters with `options` expanded into its `-c name=value` settings.

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::err_expect)]
 
 mod auth;
+mod caps;
 mod cli;
 mod common;
 mod endings;

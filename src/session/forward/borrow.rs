@@ -2,9 +2,12 @@
 //! cancel-safe), the statement-level error when it fails, and replaying the client's
 //! settings on the connection it gets.
 
+use std::time::Instant;
+
 use super::{Hold, Link, Session};
 use crate::config::PoolMode;
 use crate::error::{BorrowError, ClientMessage, ServerError, SessionError};
+use crate::limits::Limits;
 use crate::pool::{Borrowed, Pool};
 use crate::protocol::write;
 use crate::session::params::{ClientParams, Replay};
@@ -17,9 +20,25 @@ impl Session<'_> {
         if self.shared.shutdown.is_cancelled() {
             return Err(SessionError::Shutdown);
         }
-        // The wait is cancel-safe: when the grace period ends, the waiter leaves the queue.
+        let timeout = self.shared.config.pool.borrow_timeout;
+        let deadline = Instant::now() + timeout;
+        // Caps first (function, then account), then the pool, all within one borrow
+        // timeout. The waits are cancel-safe: at the end of the grace period a waiter
+        // leaves every queue it is in.
+        let permits = tokio::select! {
+            got = Limits::acquire(&self.slot, deadline) => got,
+            () = self.shared.abort.cancelled() => return Err(SessionError::Shutdown),
+        };
+        let permits = match permits {
+            Ok(permits) => permits,
+            Err(e) => {
+                tracing::debug!(error = %e, "cap reached");
+                self.fail_statement(tag, &e.client_message());
+                return Ok(false);
+            }
+        };
         let got = tokio::select! {
-            got = self.pool.get() => got,
+            got = self.pool.get_within(deadline.saturating_duration_since(Instant::now())) => got,
             () = self.shared.abort.cancelled() => return Err(SessionError::Shutdown),
         };
         let conn = match got {
@@ -40,6 +59,7 @@ impl Session<'_> {
             PoolMode::Session => Hold::Session,
         };
         self.link = Link::Held(conn, hold);
+        self.permits = Some(permits);
         Ok(true)
     }
 

@@ -16,6 +16,7 @@ use super::{Greeted, Shared};
 use crate::cancel::CancelKey;
 use crate::config::OnClientDisconnect;
 use crate::error::{FrameError, ServerError, SessionError};
+use crate::limits::{ClientSlot, Permits};
 use crate::pool::{Borrowed, Ending, Pool};
 use crate::protocol::query::PinReason;
 use crate::protocol::write;
@@ -85,6 +86,10 @@ pub struct Session<'a> {
     skipping: bool,
     /// The session's place in the reaper's sweep.
     reg: Registration,
+    /// Its place under its account's and function's client caps.
+    slot: ClientSlot,
+    /// The concurrency slots held with the server connection; dropped with it.
+    permits: Option<Permits>,
     /// A server accepted this client's settings once: later replays go ahead of its
     /// messages without waiting for a round trip.
     validated: bool,
@@ -104,6 +109,8 @@ impl<'a> Session<'a> {
             skipping: false,
             validated: false,
             reg: shared.clients.register(),
+            slot: greeted.slot,
+            permits: None,
         }
     }
 
@@ -320,6 +327,7 @@ impl<'a> Session<'a> {
                 Pool::discard(conn);
             }
         }
+        self.permits = None;
     }
 
     /// Gives the server connection back at the end of the session, settled and reset, or

@@ -1,0 +1,375 @@
+//! The counting service: which account and function a connection belongs to, and the caps
+//! on them. Concurrency caps are FIFO semaphores (tokio's are fair), taken in one fixed
+//! order (function, then account, then the pool) and released by dropping the permits, so
+//! every path that ends a transaction or a session gives them back. Client caps are counts
+//! held by a [`ClientSlot`] for the life of a connection.
+//!
+//! Cap sizes live in [`Cap`], whose capacity can change at run time (a later replica-aware
+//! lease store resizes them).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::{Config, UnknownFunctions};
+use crate::error::CapError;
+
+/// Name shared by functions past `limits.max_tracked_functions`.
+pub const OTHER_FUNCTION: &str = "other";
+
+/// A concurrency cap: a fair semaphore and its current capacity.
+#[derive(Debug)]
+pub struct Cap {
+    semaphore: Arc<Semaphore>,
+    capacity: AtomicUsize,
+}
+
+impl Cap {
+    fn new(capacity: usize) -> Cap {
+        Cap {
+            semaphore: Arc::new(Semaphore::new(capacity)),
+            capacity: AtomicUsize::new(capacity),
+        }
+    }
+
+    /// The cap's size now.
+    pub fn capacity(&self) -> usize {
+        self.capacity.load(Ordering::Relaxed)
+    }
+
+    /// Slots free now (for tests and gauges).
+    pub fn available(&self) -> usize {
+        self.semaphore.available_permits()
+    }
+
+    async fn acquire(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.semaphore).acquire_owned().await.ok()
+    }
+}
+
+/// The caps and counts of one function of one account.
+#[derive(Debug)]
+pub struct FunctionState {
+    /// Its name (or [`OTHER_FUNCTION`]).
+    pub name: String,
+    /// Its concurrency cap.
+    pub cap: Cap,
+    max_clients: usize,
+    clients: AtomicUsize,
+    max_waiting: usize,
+    waiting: AtomicUsize,
+}
+
+/// The caps and counts of one account.
+#[derive(Debug)]
+pub struct AccountState {
+    /// Its name.
+    pub name: String,
+    /// Its concurrency cap (all its functions together).
+    pub cap: Cap,
+    max_clients: Option<usize>,
+    clients: AtomicUsize,
+    functions: Mutex<HashMap<String, Arc<FunctionState>>>,
+}
+
+/// Every account's and function's state, created on first use from the config.
+#[derive(Debug)]
+pub struct Limits {
+    config: Arc<Config>,
+    accounts: Mutex<HashMap<String, Arc<AccountState>>>,
+}
+
+/// A connected client's place under its caps; gives its client slots back on drop.
+#[derive(Debug)]
+pub struct ClientSlot {
+    /// Its account.
+    pub account: Arc<AccountState>,
+    /// Its function.
+    pub function: Arc<FunctionState>,
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.function.clients.fetch_sub(1, Ordering::Relaxed);
+        self.account.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The concurrency slots of one transaction (or pinned session): function, then account.
+#[derive(Debug)]
+pub struct Permits {
+    _function: OwnedSemaphorePermit,
+    _account: OwnedSemaphorePermit,
+}
+
+/// Counts a waiter in its function's queue while alive.
+struct Waiting<'a>(&'a FunctionState);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Takes one unit of `count` unless it is at `max`.
+fn take(count: &AtomicUsize, max: usize) -> bool {
+    count
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+impl Limits {
+    /// No account or function seen yet.
+    pub fn new(config: Arc<Config>) -> Limits {
+        Limits {
+            config,
+            accounts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn account(&self, name: &str) -> Arc<AccountState> {
+        let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
+        let configured = self.config.accounts.get(name);
+        let limits = &self.config.limits;
+        Arc::clone(accounts.entry(name.to_owned()).or_insert_with(|| {
+            Arc::new(AccountState {
+                name: name.to_owned(),
+                cap: Cap::new(
+                    configured
+                        .and_then(|a| a.max_concurrency)
+                        .unwrap_or(limits.default_account_concurrency),
+                ),
+                max_clients: configured.and_then(|a| a.max_clients),
+                clients: AtomicUsize::new(0),
+                functions: Mutex::new(HashMap::new()),
+            })
+        }))
+    }
+
+    fn function(&self, account: &AccountState, name: &str) -> Result<Arc<FunctionState>, CapError> {
+        let limits = &self.config.limits;
+        let configured_account = self.config.accounts.get(&account.name);
+        let configured = configured_account.and_then(|a| a.functions.get(name));
+        if configured.is_none() && limits.unknown_functions == UnknownFunctions::Deny {
+            return Err(CapError::UnknownFunction {
+                account: account.name.clone(),
+                function: name.to_owned(),
+            });
+        }
+        let mut functions = account
+            .functions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let tracked = configured.is_some()
+            || functions.contains_key(name)
+            || functions.len() < limits.max_tracked_functions;
+        let key = if tracked { name } else { OTHER_FUNCTION };
+        let default_cap = configured_account
+            .and_then(|a| a.function_concurrency)
+            .unwrap_or(limits.default_function_concurrency);
+        let state = functions.entry(key.to_owned()).or_insert_with(|| {
+            Arc::new(FunctionState {
+                name: key.to_owned(),
+                cap: Cap::new(
+                    configured
+                        .and_then(|f| f.max_concurrency)
+                        .unwrap_or(default_cap),
+                ),
+                max_clients: configured
+                    .and_then(|f| f.max_clients)
+                    .unwrap_or(limits.default_function_clients),
+                clients: AtomicUsize::new(0),
+                max_waiting: configured
+                    .and_then(|f| f.max_waiting)
+                    .unwrap_or(limits.default_function_waiting),
+                waiting: AtomicUsize::new(0),
+            })
+        });
+        Ok(Arc::clone(state))
+    }
+
+    /// Admits a new client connection of (account, function), or says which client cap
+    /// (function, account) is full or that the function is not allowed.
+    pub fn admit(&self, account: &str, function: &str) -> Result<ClientSlot, CapError> {
+        let account = self.account(account);
+        let function = self.function(&account, function)?;
+        if !take(&function.clients, function.max_clients) {
+            return Err(CapError::FunctionClients {
+                account: account.name.clone(),
+                function: function.name.clone(),
+                max: function.max_clients,
+            });
+        }
+        if !take(&account.clients, account.max_clients.unwrap_or(usize::MAX)) {
+            function.clients.fetch_sub(1, Ordering::Relaxed);
+            let max = account.max_clients.unwrap_or(usize::MAX);
+            return Err(CapError::AccountClients {
+                account: account.name.clone(),
+                max,
+            });
+        }
+        Ok(ClientSlot { account, function })
+    }
+
+    /// Waits (FIFO) for a concurrency slot of the client's function, then of its account,
+    /// until `deadline`. A waiter blocked on its function holds nothing of the account.
+    /// Cancel-safe: dropping the future leaves both queues.
+    pub async fn acquire(slot: &ClientSlot, deadline: Instant) -> Result<Permits, CapError> {
+        let function = &slot.function;
+        let max_waiting = function.max_waiting;
+        if max_waiting > 0 && !take(&function.waiting, max_waiting) {
+            return Err(CapError::Queue {
+                account: slot.account.name.clone(),
+                function: function.name.clone(),
+                max: max_waiting,
+            });
+        }
+        if max_waiting == 0 {
+            function.waiting.fetch_add(1, Ordering::Relaxed);
+        }
+        let _waiting = Waiting(function);
+        let started = Instant::now();
+        let timed_out = |cap: CapKind| match cap {
+            CapKind::Function => CapError::FunctionBusy {
+                account: slot.account.name.clone(),
+                function: function.name.clone(),
+                cap: function.cap.capacity(),
+                waited: started.elapsed(),
+            },
+            CapKind::Account => CapError::AccountBusy {
+                account: slot.account.name.clone(),
+                cap: slot.account.cap.capacity(),
+                waited: started.elapsed(),
+            },
+        };
+        let function_permit = until(deadline, function.cap.acquire())
+            .await
+            .ok_or_else(|| timed_out(CapKind::Function))?;
+        let account_permit = until(deadline, slot.account.cap.acquire())
+            .await
+            .ok_or_else(|| timed_out(CapKind::Account))?;
+        Ok(Permits {
+            _function: function_permit,
+            _account: account_permit,
+        })
+    }
+}
+
+enum CapKind {
+    Function,
+    Account,
+}
+
+/// Runs `f` until `deadline`; `None` on time out (or a closed semaphore).
+async fn until<T>(deadline: Instant, f: impl std::future::Future<Output = Option<T>>) -> Option<T> {
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    tokio::time::timeout(left, f).await.ok().flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Account, Function};
+
+    fn limits() -> Limits {
+        let mut config = Config::default();
+        let mut acme = Account {
+            max_concurrency: Some(3),
+            ..Account::default()
+        };
+        acme.functions.insert(
+            "orders".into(),
+            Function {
+                max_concurrency: Some(2),
+                max_clients: Some(2),
+                max_waiting: Some(1),
+            },
+        );
+        config.accounts.insert("acme".into(), acme);
+        config.limits.max_tracked_functions = 2;
+        Limits::new(Arc::new(config))
+    }
+
+    #[tokio::test]
+    async fn function_cap_then_account_cap_and_everything_comes_back() {
+        let limits = limits();
+        let orders = limits.admit("acme", "orders").unwrap();
+        let other = limits.admit("acme", "billing").unwrap();
+        let soon = || Instant::now() + Duration::from_millis(50);
+        let a = Limits::acquire(&orders, soon()).await.unwrap();
+        let b = Limits::acquire(&orders, soon()).await.unwrap();
+        let err = Limits::acquire(&orders, soon()).await.unwrap_err();
+        assert!(
+            matches!(err, CapError::FunctionBusy { cap: 2, .. }),
+            "{err:?}"
+        );
+        let c = Limits::acquire(&other, soon()).await.unwrap();
+        let err = Limits::acquire(&other, soon()).await.unwrap_err();
+        assert!(
+            matches!(err, CapError::AccountBusy { cap: 3, .. }),
+            "{err:?}"
+        );
+        drop((a, b, c));
+        assert_eq!(orders.function.cap.available(), 2);
+        assert_eq!(orders.account.cap.available(), 3);
+        assert_eq!(orders.function.waiting.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn client_caps_untracked_functions_and_deny() {
+        let limits = limits();
+        let one = limits.admit("acme", "orders").unwrap();
+        let _two = limits.admit("acme", "orders").unwrap();
+        assert!(matches!(
+            limits.admit("acme", "orders"),
+            Err(CapError::FunctionClients { max: 2, .. })
+        ));
+        drop(one);
+        let _three = limits.admit("acme", "orders").unwrap();
+        let _x = limits.admit("acme", "x").unwrap();
+        let y = limits.admit("acme", "y").unwrap();
+        assert_eq!(
+            y.function.name, OTHER_FUNCTION,
+            "past max_tracked_functions"
+        );
+        let mut config = Config::default();
+        config.limits.unknown_functions = UnknownFunctions::Deny;
+        let deny = Limits::new(Arc::new(config));
+        assert!(matches!(
+            deny.admit("acme", "orders"),
+            Err(CapError::UnknownFunction { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once() {
+        let limits = limits();
+        let orders = limits.admit("acme", "orders").unwrap();
+        let _held = (
+            Limits::acquire(&orders, Instant::now()).await,
+            Limits::acquire(&orders, Instant::now()).await,
+        );
+        let far = Instant::now() + Duration::from_secs(5);
+        let waiter = Limits::acquire(&orders, far);
+        tokio::pin!(waiter);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), &mut waiter)
+                .await
+                .is_err(),
+            "queued"
+        );
+        let started = Instant::now();
+        assert!(matches!(
+            Limits::acquire(&orders, far).await,
+            Err(CapError::Queue { max: 1, .. })
+        ));
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+}
