@@ -20,7 +20,7 @@ use crate::auth::{KeyCache, Secret};
 use crate::cancel::CancelRegistry;
 use crate::config::{AuthMethod, Config};
 use crate::error::{Error, SessionError};
-use crate::pool::{BackendAddr, PoolOptions, Pools};
+use crate::pool::{BackendAddr, LoginGate, PoolOptions, Pools};
 use crate::protocol::write;
 use crate::reaper::{self, Clients};
 use crate::session::{self, Shared, UserEntry};
@@ -54,6 +54,11 @@ impl Broker {
             borrow_timeout: config.pool.borrow_timeout,
         };
         let default_method = most_common_method(&users);
+        let gate = LoginGate::new(
+            config.backend.max_concurrent_logins,
+            config.backend.login_backoff,
+            config.backend.login_backoff_max,
+        );
         let config = Arc::new(config);
         let shared = Shared {
             limits: crate::limits::Limits::new(Arc::clone(&config)),
@@ -61,7 +66,7 @@ impl Broker {
             users,
             default_method,
             keys: KeyCache::new(),
-            pools: Arc::new(Pools::new(backend, options)),
+            pools: Arc::new(Pools::new(backend, options, gate)),
             clients: Arc::new(Clients::default()),
             cancels: Arc::new(CancelRegistry::default()),
             shutdown: CancellationToken::new(),
@@ -82,6 +87,11 @@ impl Broker {
     /// A token that starts a graceful shutdown when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shared.shutdown.clone()
+    }
+
+    /// The server connection pools (for gauges and tests: logins in flight, pool status).
+    pub fn pools(&self) -> Arc<Pools> {
+        Arc::clone(&self.shared.pools)
     }
 
     /// A token that ends the grace period at once when cancelled (a second Ctrl-C).

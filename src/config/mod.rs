@@ -5,9 +5,11 @@
 //! names the key and, where it can be found in the text, its line.
 
 pub mod limits;
+mod reaper;
 pub mod units;
 
 pub use limits::{Account, Function, FunctionFrom, Limits, UnknownFunctions};
+pub use reaper::Reaper;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -76,6 +78,14 @@ pub struct Backend {
     /// Longest wait to open a connection to the Postgres server.
     #[serde(with = "units::duration")]
     pub connect_timeout: Duration,
+    /// Server logins in flight to this backend, all pools together.
+    pub max_concurrent_logins: usize,
+    /// First wait before retrying when Postgres refuses a login; doubles, with jitter.
+    #[serde(with = "units::duration")]
+    pub login_backoff: Duration,
+    /// Longest wait between login retries.
+    #[serde(with = "units::duration")]
+    pub login_backoff_max: Duration,
 }
 
 /// `[pool]`: server connection pools, one per (database, user).
@@ -105,31 +115,6 @@ pub struct PoolSettings {
     /// Server connections older than this are closed when idle.
     #[serde(with = "units::duration")]
     pub server_lifetime: Duration,
-}
-
-/// `[reaper]`: what frozen or vanished clients leave behind is reclaimed by a sweep.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Reaper {
-    /// A client silent this long outside a transaction is disconnected (57P05).
-    #[serde(with = "units::duration")]
-    pub client_idle_timeout: Duration,
-    /// A client silent this long inside a transaction is rolled back and disconnected (25P03).
-    #[serde(with = "units::duration")]
-    pub idle_in_transaction_timeout: Duration,
-    /// How often the sweep runs.
-    #[serde(with = "units::duration")]
-    pub interval: Duration,
-}
-
-impl Default for Reaper {
-    fn default() -> Self {
-        Reaper {
-            client_idle_timeout: Duration::from_secs(300),
-            idle_in_transaction_timeout: Duration::from_secs(30),
-            interval: Duration::from_secs(1),
-        }
-    }
 }
 
 /// When a server connection goes back to the pool.
@@ -285,6 +270,9 @@ impl Default for Backend {
             host: "127.0.0.1".to_owned(),
             port: 5432,
             connect_timeout: Duration::from_secs(5),
+            max_concurrent_logins: 8,
+            login_backoff: Duration::from_millis(100),
+            login_backoff_max: Duration::from_secs(5),
         }
     }
 }

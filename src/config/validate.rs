@@ -156,7 +156,14 @@ fn backend(backend: &Backend) -> Result<(), ConfigError> {
         Reason::Empty,
     )?;
     at_least("backend.port", usize::from(backend.port), 1)?;
-    positive("backend.connect_timeout", backend.connect_timeout)
+    positive("backend.connect_timeout", backend.connect_timeout)?;
+    at_least(
+        "backend.max_concurrent_logins",
+        backend.max_concurrent_logins,
+        1,
+    )?;
+    positive("backend.login_backoff", backend.login_backoff)?;
+    positive("backend.login_backoff_max", backend.login_backoff_max)
 }
 
 fn pool(pool: &PoolSettings) -> Result<(), ConfigError> {

@@ -55,6 +55,16 @@ impl BorrowError {
                  state that pins a client to its server (named prepared statements, SET, LISTEN)",
             ),
             BorrowError::Login(login) => login.client_message(severity, at_connect),
+            BorrowError::Refused { code, times, waited, .. } => ClientMessage::new(
+                severity,
+                code,
+                format!(
+                    "pgbroker: Postgres refused {times} logins ({}) over {:.1}s",
+                    if code == "57P03" { "starting up" } else { "too many connections" },
+                    waited.as_secs_f64()
+                ),
+            )
+            .hint("lower pool.size below the server's max_connections, or raise it"),
             BorrowError::Closed => ClientMessage::new(Severity::Fatal, "57P01", "pgbroker: shutting down".into()),
         }
     }

@@ -130,6 +130,19 @@ pub enum BorrowError {
     /// Logging in a new server connection failed.
     #[error(transparent)]
     Login(#[from] LoginError),
+    /// Postgres kept refusing logins (too many connections, starting up) until the borrow
+    /// timeout.
+    #[error("backend refused {times} logins over {waited:?}: {message} ({code})")]
+    Refused {
+        /// SQLSTATE of the last refusal.
+        code: String,
+        /// Its message.
+        message: String,
+        /// How many logins were refused.
+        times: u32,
+        /// How long the client waited.
+        waited: Duration,
+    },
     /// The pool is closed (shutdown).
     #[error("pool closed")]
     Closed,

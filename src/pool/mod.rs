@@ -2,6 +2,7 @@
 //! `Manager` (create = connect + login; recycle = synchronous checks).
 
 pub mod conn;
+pub mod gate;
 pub mod login;
 pub mod state;
 
@@ -14,6 +15,7 @@ use deadpool::managed::{self, Metrics, PoolError, QueueMode, RecycleError, Recyc
 use deadpool::Runtime;
 
 pub use conn::{CancelTarget, Ending, Params, ServerConn};
+pub use gate::LoginGate;
 pub use login::LoginTarget;
 pub use state::Position;
 
@@ -27,6 +29,8 @@ pub struct Manager {
     target: LoginTarget,
     /// Parameters reported by the latest fresh login: what a new client is greeted with.
     baseline: Mutex<Option<Arc<Params>>>,
+    /// The login gate all pools share.
+    gate: Arc<LoginGate>,
     /// When the pool was created, and its last borrow (ms after that), for spare_ttl.
     epoch: Instant,
     last_borrow_ms: AtomicU64,
@@ -37,7 +41,10 @@ impl managed::Manager for Manager {
     type Error = LoginError;
 
     async fn create(&self) -> Result<ServerConn, LoginError> {
-        let conn = ServerConn::connect(&self.target).await?;
+        let in_flight = self.gate.enter().await;
+        let conn = ServerConn::connect(&self.target).await;
+        drop(in_flight);
+        let conn = conn?;
         *self.baseline.lock().unwrap_or_else(PoisonError::into_inner) =
             Some(Arc::new(conn.params.clone()));
         Ok(conn)
@@ -71,9 +78,10 @@ pub struct PoolOptions {
 }
 
 impl Pool {
-    fn new(target: LoginTarget, options: &PoolOptions) -> Pool {
+    fn new(target: LoginTarget, options: &PoolOptions, gate: Arc<LoginGate>) -> Pool {
         let manager = Manager {
             target,
+            gate,
             baseline: Mutex::new(None),
             epoch: Instant::now(),
             last_borrow_ms: AtomicU64::new(0),
@@ -101,27 +109,48 @@ impl Pool {
     /// timeout after its caps). Cancel-safe.
     pub async fn get_within(&self, wait: Duration) -> Result<Borrowed, BorrowError> {
         let started = Instant::now();
+        let deadline = started + wait;
+        self.note_borrow(started);
+        let mut refused = 0u32;
+        loop {
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
+            let timeouts = managed::Timeouts {
+                wait: Some(left),
+                ..self.inner.timeouts()
+            };
+            let login = match self.inner.timeout_get(&timeouts).await {
+                Ok(conn) => return Ok(conn),
+                Err(PoolError::Backend(login)) => login,
+                Err(PoolError::Timeout(_)) => return Err(self.full(started)),
+                Err(_) => return Err(BorrowError::Closed),
+            };
+            // Postgres is full or starting: wait and try again (an idle connection another
+            // client gives back may serve as well) until the borrow timeout.
+            let delay = self.inner.manager().gate.retry_delay(refused);
+            if !gate::retryable(&login) || Instant::now() + delay >= deadline {
+                return Err(refusal(login, refused, started.elapsed()));
+            }
+            refused += 1;
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    fn full(&self, started: Instant) -> BorrowError {
+        BorrowError::PoolFull {
+            database: self.target().database.clone(),
+            user: self.target().user.clone(),
+            waited: started.elapsed(),
+        }
+    }
+
+    fn note_borrow(&self, now: Instant) {
         let manager = self.inner.manager();
-        let since = started.saturating_duration_since(manager.epoch).as_millis();
+        let since = now.saturating_duration_since(manager.epoch).as_millis();
         manager
             .last_borrow_ms
             .store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Relaxed);
-        let timeouts = managed::Timeouts {
-            wait: Some(wait.max(Duration::from_millis(1))),
-            ..self.inner.timeouts()
-        };
-        self.inner
-            .timeout_get(&timeouts)
-            .await
-            .map_err(|e| match e {
-                PoolError::Timeout(_) => BorrowError::PoolFull {
-                    database: self.target().database.clone(),
-                    user: self.target().user.clone(),
-                    waited: started.elapsed(),
-                },
-                PoolError::Backend(login) => BorrowError::Login(login),
-                _ => BorrowError::Closed,
-            })
     }
 
     /// The parameters a new client of this pool is greeted with; logs in a first server
@@ -218,6 +247,20 @@ impl Pool {
     }
 }
 
+/// The error after the last failed login of a borrow: a refusal repeated until the borrow
+/// timeout says how often Postgres refused.
+fn refusal(login: LoginError, earlier: u32, waited: Duration) -> BorrowError {
+    match login {
+        LoginError::Refused { code, message } if earlier > 0 => BorrowError::Refused {
+            code,
+            message,
+            times: earlier + 1,
+            waited,
+        },
+        login => BorrowError::Login(login),
+    }
+}
+
 /// Where new pools log in.
 #[derive(Debug, Clone)]
 pub struct BackendAddr {
@@ -234,15 +277,17 @@ pub struct BackendAddr {
 pub struct Pools {
     backend: BackendAddr,
     options: PoolOptions,
+    gate: Arc<LoginGate>,
     pools: Mutex<HashMap<(String, String), Pool>>,
 }
 
 impl Pools {
     /// No pools yet.
-    pub fn new(backend: BackendAddr, options: PoolOptions) -> Pools {
+    pub fn new(backend: BackendAddr, options: PoolOptions, gate: LoginGate) -> Pools {
         Pools {
             backend,
             options,
+            gate: Arc::new(gate),
             pools: Mutex::new(HashMap::new()),
         }
     }
@@ -262,7 +307,7 @@ impl Pools {
                     user: user.to_owned(),
                     secret: secret.clone(),
                 };
-                Pool::new(target, &self.options)
+                Pool::new(target, &self.options, Arc::clone(&self.gate))
             })
             .clone()
     }
@@ -275,6 +320,11 @@ impl Pools {
         if pools.get(&key).is_some_and(|p| p.status().size == 0) {
             pools.remove(&key);
         }
+    }
+
+    /// The login gate (logins in flight, their peak).
+    pub fn gate(&self) -> &LoginGate {
+        &self.gate
     }
 
     /// Every pool, for shutdown and gauges.

@@ -20,6 +20,7 @@ pub struct Harness {
     pub addr: SocketAddr,
     pub shutdown: CancellationToken,
     pub broker: Option<JoinHandle<()>>,
+    pub pools: std::sync::Arc<pgbroker::pool::Pools>,
 }
 
 /// A broker config pointed at `cluster`, listening on a free port, user app/app.
@@ -59,12 +60,14 @@ impl Harness {
         let broker = Broker::bind(config).await.expect("bind broker");
         let addr = broker.local_addr().unwrap();
         let shutdown = broker.shutdown_token();
+        let pools = broker.pools();
         let handle = tokio::spawn(broker.run_until(std::future::pending()));
         Harness {
             cluster,
             addr,
             shutdown,
             broker: Some(handle),
+            pools,
         }
     }
 

@@ -14,4 +14,5 @@ mod protocol;
 mod raw;
 mod reaping;
 mod state;
+mod storm;
 mod tools;
