@@ -140,3 +140,40 @@ async fn a_client_killed_in_pg_sleep_leaves_its_server_to_the_next_client() {
     );
     assert_eq!(h.pools.gate().total(), logins, "no new server login");
 }
+
+#[tokio::test]
+async fn a_waiter_whose_client_left_leaves_the_queue() {
+    let h = Harness::start(|c| {
+        c.users[0].account = Some("acme".into());
+        let mut acme = Account::default();
+        acme.functions.insert(
+            "w".into(),
+            Function {
+                max_concurrency: Some(1),
+                max_waiting: Some(1),
+                ..Function::default()
+            },
+        );
+        c.accounts.insert("acme".into(), acme);
+        c.pool.borrow_timeout = Duration::from_secs(10);
+    })
+    .await;
+    let holder = h.connect_as("app", "app", "w").await.unwrap();
+    holder.batch_execute("BEGIN").await.unwrap();
+    let (ghost, connection) = tokio_postgres::connect(&h.url("app", "app", "w"), NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(connection);
+    let waiting =
+        tokio::spawn(async move { ghost.simple_query("SELECT 'ghost'").await.map(|_| ()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    task.abort();
+    let _ = waiting.await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The queue (max_waiting = 1) has room again: a new waiter is queued, not refused.
+    let newcomer = h.connect_as("app", "app", "w").await.unwrap();
+    let asked = tokio::spawn(async move { scalar(&newcomer, "SELECT 'newcomer'").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(asked.await.unwrap(), "newcomer");
+}

@@ -11,6 +11,7 @@ use crate::limits::Limits;
 use crate::pool::{Borrowed, Pool};
 use crate::protocol::write;
 use crate::session::params::{ClientParams, Replay};
+use crate::session::startup::ClientIo;
 
 impl Session<'_> {
     /// Checks out a server connection and brings it to the client's settings. On a failed
@@ -28,6 +29,7 @@ impl Session<'_> {
         let permits = tokio::select! {
             got = Limits::acquire(&self.slot, deadline) => got,
             () = self.shared.abort.cancelled() => return Err(SessionError::Shutdown),
+            gone = client_gone(self.io) => return Err(gone.into()),
         };
         let permits = match permits {
             Ok(permits) => permits,
@@ -40,6 +42,7 @@ impl Session<'_> {
         let got = tokio::select! {
             got = self.pool.get_within(deadline.saturating_duration_since(Instant::now())) => got,
             () = self.shared.abort.cancelled() => return Err(SessionError::Shutdown),
+            gone = client_gone(self.io) => return Err(gone.into()),
         };
         let conn = match got {
             Ok(conn) => conn,
@@ -121,3 +124,37 @@ impl Session<'_> {
         Ok(conn)
     }
 }
+
+/// Completes when the client's connection closes without a Terminate, so a waiter whose
+/// client vanished leaves the queues at once instead of taking a server connection for
+/// nobody. A client that said Terminate after its statements still has them run. What the
+/// client sends meanwhile is kept (up to a bound) for after the wait. Cancel-safe.
+async fn client_gone(io: &mut ClientIo) -> std::io::Error {
+    use tokio::io::AsyncReadExt;
+    while io.rbuf.len() < WAITING_READ_LIMIT {
+        match io.stream.read_buf(&mut io.rbuf).await {
+            Ok(0) if !said_terminate(&io.rbuf) => return std::io::ErrorKind::UnexpectedEof.into(),
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => return e,
+        }
+    }
+    std::future::pending().await
+}
+
+/// Whether the whole frames at the front of `buf` include a Terminate.
+fn said_terminate(mut buf: &[u8]) -> bool {
+    while let Ok(Some(header)) = crate::protocol::Header::parse(buf) {
+        if header.tag == b'X' {
+            return true;
+        }
+        match buf.get(header.frame_len()..) {
+            Some(rest) => buf = rest,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// How much a waiting client may send before the broker stops reading it.
+const WAITING_READ_LIMIT: usize = 1024 * 1024;
