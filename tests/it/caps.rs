@@ -212,3 +212,33 @@ async fn every_release_path_gives_the_slot_back() {
     drop(pinned);
     check("pinned session ended").await;
 }
+
+#[tokio::test]
+async fn the_user_can_name_the_function() {
+    let h = Harness::start(|c| {
+        acme(c, 10, &[("app", 5)]);
+        c.accounts
+            .get_mut("acme")
+            .unwrap()
+            .functions
+            .get_mut("app")
+            .unwrap()
+            .max_clients = Some(1);
+        c.limits.function_from = pgbroker::config::FunctionFrom::User;
+    })
+    .await;
+    let _one = h.connect_as("app", "app", "whatever").await.unwrap();
+    let err = h
+        .connect_as("app", "app", "something_else")
+        .await
+        .err()
+        .expect("same function");
+    assert_eq!(sqlstate(&err), "53300");
+    assert!(
+        err.as_db_error()
+            .unwrap()
+            .message()
+            .contains("function \"app\""),
+        "{err}"
+    );
+}

@@ -8,7 +8,7 @@
 //! lease store resizes them).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -61,6 +61,56 @@ pub struct FunctionState {
     clients: AtomicUsize,
     max_waiting: usize,
     waiting: AtomicUsize,
+    /// Refusals by the cap that refused: function, account, queue, clients.
+    rejected: [AtomicU64; 4],
+}
+
+/// Which cap refused, for [`FunctionStats::rejected`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum CapKind {
+    /// The function's concurrency cap.
+    Function = 0,
+    /// The account's concurrency cap.
+    Account = 1,
+    /// The function's waiting queue.
+    Queue = 2,
+    /// A client cap at connect.
+    Clients = 3,
+}
+
+/// A snapshot of one function's counters (for the metrics exporter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionStats {
+    /// Account name.
+    pub account: String,
+    /// Function name.
+    pub function: String,
+    /// Client connections open.
+    pub clients: usize,
+    /// Transactions waiting for a slot.
+    pub waiting: usize,
+    /// Slots of the function's concurrency cap in use.
+    pub active: usize,
+    /// Refusals by cap kind (indexed by [`CapKind`]).
+    pub rejected: [u64; 4],
+}
+
+impl FunctionState {
+    fn reject(&self, kind: CapKind) {
+        self.rejected[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn stats(&self, account: &str) -> FunctionStats {
+        FunctionStats {
+            account: account.to_owned(),
+            function: self.name.clone(),
+            clients: self.clients.load(Ordering::Relaxed),
+            waiting: self.waiting.load(Ordering::Relaxed),
+            active: self.cap.capacity().saturating_sub(self.cap.available()),
+            rejected: self.rejected.each_ref().map(|r| r.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 /// The caps and counts of one account.
@@ -188,6 +238,7 @@ impl Limits {
                     .and_then(|f| f.max_waiting)
                     .unwrap_or(limits.default_function_waiting),
                 waiting: AtomicUsize::new(0),
+                rejected: Default::default(),
             })
         });
         Ok(Arc::clone(state))
@@ -199,6 +250,7 @@ impl Limits {
         let account = self.account(account);
         let function = self.function(&account, function)?;
         if !take(&function.clients, function.max_clients) {
+            function.reject(CapKind::Clients);
             return Err(CapError::FunctionClients {
                 account: account.name.clone(),
                 function: function.name.clone(),
@@ -207,6 +259,7 @@ impl Limits {
         }
         if !take(&account.clients, account.max_clients.unwrap_or(usize::MAX)) {
             function.clients.fetch_sub(1, Ordering::Relaxed);
+            function.reject(CapKind::Clients);
             let max = account.max_clients.unwrap_or(usize::MAX);
             return Err(CapError::AccountClients {
                 account: account.name.clone(),
@@ -216,6 +269,26 @@ impl Limits {
         Ok(ClientSlot { account, function })
     }
 
+    /// Counters of every function seen so far.
+    pub fn stats(&self) -> Vec<FunctionStats> {
+        let accounts: Vec<_> = self
+            .accounts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        let mut stats = Vec::new();
+        for account in accounts {
+            let functions = account
+                .functions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            stats.extend(functions.values().map(|f| f.stats(&account.name)));
+        }
+        stats
+    }
+
     /// Waits (FIFO) for a concurrency slot of the client's function, then of its account,
     /// until `deadline`. A waiter blocked on its function holds nothing of the account.
     /// Cancel-safe: dropping the future leaves both queues.
@@ -223,6 +296,7 @@ impl Limits {
         let function = &slot.function;
         let max_waiting = function.max_waiting;
         if max_waiting > 0 && !take(&function.waiting, max_waiting) {
+            function.reject(CapKind::Queue);
             return Err(CapError::Queue {
                 account: slot.account.name.clone(),
                 function: function.name.clone(),
@@ -234,18 +308,21 @@ impl Limits {
         }
         let _waiting = Waiting(function);
         let started = Instant::now();
-        let timed_out = |cap: CapKind| match cap {
-            CapKind::Function => CapError::FunctionBusy {
-                account: slot.account.name.clone(),
-                function: function.name.clone(),
-                cap: function.cap.capacity(),
-                waited: started.elapsed(),
-            },
-            CapKind::Account => CapError::AccountBusy {
-                account: slot.account.name.clone(),
-                cap: slot.account.cap.capacity(),
-                waited: started.elapsed(),
-            },
+        let timed_out = |cap: CapKind| {
+            function.reject(cap);
+            match cap {
+                CapKind::Function => CapError::FunctionBusy {
+                    account: slot.account.name.clone(),
+                    function: function.name.clone(),
+                    cap: function.cap.capacity(),
+                    waited: started.elapsed(),
+                },
+                _ => CapError::AccountBusy {
+                    account: slot.account.name.clone(),
+                    cap: slot.account.cap.capacity(),
+                    waited: started.elapsed(),
+                },
+            }
         };
         let function_permit = until(deadline, function.cap.acquire())
             .await
@@ -260,11 +337,6 @@ impl Limits {
     }
 }
 
-enum CapKind {
-    Function,
-    Account,
-}
-
 /// Runs `f` until `deadline`; `None` on time out (or a closed semaphore).
 async fn until<T>(deadline: Instant, f: impl std::future::Future<Output = Option<T>>) -> Option<T> {
     let left = deadline
@@ -274,102 +346,4 @@ async fn until<T>(deadline: Instant, f: impl std::future::Future<Output = Option
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{Account, Function};
-
-    fn limits() -> Limits {
-        let mut config = Config::default();
-        let mut acme = Account {
-            max_concurrency: Some(3),
-            ..Account::default()
-        };
-        acme.functions.insert(
-            "orders".into(),
-            Function {
-                max_concurrency: Some(2),
-                max_clients: Some(2),
-                max_waiting: Some(1),
-            },
-        );
-        config.accounts.insert("acme".into(), acme);
-        config.limits.max_tracked_functions = 2;
-        Limits::new(Arc::new(config))
-    }
-
-    #[tokio::test]
-    async fn function_cap_then_account_cap_and_everything_comes_back() {
-        let limits = limits();
-        let orders = limits.admit("acme", "orders").unwrap();
-        let other = limits.admit("acme", "billing").unwrap();
-        let soon = || Instant::now() + Duration::from_millis(50);
-        let a = Limits::acquire(&orders, soon()).await.unwrap();
-        let b = Limits::acquire(&orders, soon()).await.unwrap();
-        let err = Limits::acquire(&orders, soon()).await.unwrap_err();
-        assert!(
-            matches!(err, CapError::FunctionBusy { cap: 2, .. }),
-            "{err:?}"
-        );
-        let c = Limits::acquire(&other, soon()).await.unwrap();
-        let err = Limits::acquire(&other, soon()).await.unwrap_err();
-        assert!(
-            matches!(err, CapError::AccountBusy { cap: 3, .. }),
-            "{err:?}"
-        );
-        drop((a, b, c));
-        assert_eq!(orders.function.cap.available(), 2);
-        assert_eq!(orders.account.cap.available(), 3);
-        assert_eq!(orders.function.waiting.load(Ordering::Relaxed), 0);
-    }
-
-    #[tokio::test]
-    async fn client_caps_untracked_functions_and_deny() {
-        let limits = limits();
-        let one = limits.admit("acme", "orders").unwrap();
-        let _two = limits.admit("acme", "orders").unwrap();
-        assert!(matches!(
-            limits.admit("acme", "orders"),
-            Err(CapError::FunctionClients { max: 2, .. })
-        ));
-        drop(one);
-        let _three = limits.admit("acme", "orders").unwrap();
-        let _x = limits.admit("acme", "x").unwrap();
-        let y = limits.admit("acme", "y").unwrap();
-        assert_eq!(
-            y.function.name, OTHER_FUNCTION,
-            "past max_tracked_functions"
-        );
-        let mut config = Config::default();
-        config.limits.unknown_functions = UnknownFunctions::Deny;
-        let deny = Limits::new(Arc::new(config));
-        assert!(matches!(
-            deny.admit("acme", "orders"),
-            Err(CapError::UnknownFunction { .. })
-        ));
-    }
-
-    #[tokio::test]
-    async fn a_full_queue_refuses_at_once() {
-        let limits = limits();
-        let orders = limits.admit("acme", "orders").unwrap();
-        let _held = (
-            Limits::acquire(&orders, Instant::now()).await,
-            Limits::acquire(&orders, Instant::now()).await,
-        );
-        let far = Instant::now() + Duration::from_secs(5);
-        let waiter = Limits::acquire(&orders, far);
-        tokio::pin!(waiter);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(20), &mut waiter)
-                .await
-                .is_err(),
-            "queued"
-        );
-        let started = Instant::now();
-        assert!(matches!(
-            Limits::acquire(&orders, far).await,
-            Err(CapError::Queue { max: 1, .. })
-        ));
-        assert!(started.elapsed() < Duration::from_secs(1));
-    }
-}
+mod tests;
