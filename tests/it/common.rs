@@ -169,3 +169,21 @@ pub fn sqlstate(error: &tokio_postgres::Error) -> String {
 pub fn session_mode(config: &mut Config) {
     config.pool.mode = PoolMode::Session;
 }
+
+/// Polls `check` every 100ms until it holds or `within` passes; returns whether it held.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::types::Type;
 use tokio_postgres::NoTls;
 
-use crate::common::{scalar, sqlstate, Harness};
+use crate::common::{eventually, scalar, sqlstate, Harness};
 use crate::raw::{raw_login, read_reply, send_startup};
 
 #[tokio::test]
@@ -248,13 +248,9 @@ async fn max_client_connections_turns_clients_away_with_53300() {
     assert_eq!(sqlstate(&err), "53300");
     drop(a);
     // The slot frees when a's session task ends.
-    let mut admitted = false;
-    for _ in 0..50 {
-        if h.connect_as("app", "app", "after").await.is_ok() {
-            admitted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let admitted = eventually(Duration::from_secs(5), || async {
+        h.connect_as("app", "app", "after").await.is_ok()
+    })
+    .await;
     assert!(admitted, "a slot freed up");
 }

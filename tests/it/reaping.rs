@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 
-use crate::common::{scalar, Harness};
+use crate::common::{eventually, scalar, Harness};
 
 fn quick_reaper(c: &mut pgbroker::Config) {
     c.reaper.client_idle_timeout = Duration::from_secs(1);
@@ -120,15 +120,11 @@ async fn idle_server_connections_drain_to_min_idle() {
     )
     .await;
     assert_eq!(h.server_connections(&direct).await, 4);
-    let mut count = 4;
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        count = h.server_connections(&direct).await;
-        if count == 1 {
-            break;
-        }
-    }
-    assert_eq!(count, 1, "idle server connections drained to min_idle");
+    let drained = eventually(Duration::from_secs(5), || async {
+        h.server_connections(&direct).await == 1
+    })
+    .await;
+    assert!(drained, "idle server connections drained to min_idle");
     assert_eq!(scalar(&clients[0], "SELECT 1").await, "1");
 }
 
@@ -145,32 +141,24 @@ async fn aged_server_connections_are_replaced_and_spares_kept_warm() {
     let direct = h.direct().await;
     let client = h.connect().await;
     let first = scalar(&client, "SELECT pg_backend_pid()").await;
-    let mut replaced = false;
-    for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let replaced = eventually(Duration::from_secs(4), || async {
         let pid = scalar(&client, "SELECT pg_backend_pid()").await;
         let alive = scalar(
             &direct,
             &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {first}"),
         )
         .await;
-        if pid != first && alive == "0" {
-            replaced = true;
-            break;
-        }
-    }
+        pid != first && alive == "0"
+    })
+    .await;
     assert!(
         replaced,
         "the connection older than server_lifetime was closed and replaced"
     );
     // The pool is in use: it keeps min_idle spares.
-    let mut spares = 0;
-    for _ in 0..30 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        spares = h.server_connections(&direct).await;
-        if spares >= 2 {
-            break;
-        }
-    }
-    assert!(spares >= 2, "min_idle spares: {spares}");
+    let warm = eventually(Duration::from_secs(3), || async {
+        h.server_connections(&direct).await >= 2
+    })
+    .await;
+    assert!(warm, "min_idle spares");
 }
