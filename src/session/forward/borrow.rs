@@ -10,6 +10,7 @@ use crate::error::{BorrowError, ClientMessage, ServerError, SessionError};
 use crate::limits::Limits;
 use crate::pool::{Borrowed, Pool};
 use crate::protocol::write;
+use crate::reaper::Phase;
 use crate::session::params::{ClientParams, Replay};
 use crate::session::startup::ClientIo;
 
@@ -21,6 +22,8 @@ impl Session<'_> {
         if self.shared.shutdown.is_cancelled() {
             return Err(SessionError::Shutdown);
         }
+        // Waiting for a slot is not idleness, for the reaper.
+        self.reg.watch.set_phase(Phase::Busy);
         let timeout = self.shared.config.pool.borrow_timeout;
         let deadline = Instant::now() + timeout;
         // Caps first (function, then account), then the pool, all within one borrow
