@@ -173,17 +173,26 @@ pub async fn run(
 ) {
     let mut tick = tokio::time::interval(limits.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Spares log in on their own task: a slow login must not hold up the sweep.
+    let mut spares: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            () = stop.cancelled() => return,
+            () = stop.cancelled() => break,
         }
         let rung = clients.sweep(Instant::now(), &limits);
         let closed = pools.reap(&pool);
         if rung > 0 || closed > 0 {
             tracing::debug!(clients = rung, server_connections = closed, "reaped");
         }
-        pools.top_up(&pool).await;
+        if spares.as_ref().is_none_or(|task| task.is_finished()) {
+            let (pools, pool) = (Arc::clone(&pools), pool.clone());
+            spares = Some(tokio::spawn(async move { pools.top_up(&pool).await }));
+        }
+    }
+    if let Some(task) = spares {
+        task.abort();
+        let _ = task.await;
     }
 }
 

@@ -61,6 +61,7 @@ pub struct FunctionState {
     clients: AtomicUsize,
     max_waiting: usize,
     waiting: AtomicUsize,
+    active: AtomicUsize,
     /// Refusals by the cap that refused: function, account, queue, clients.
     rejected: [AtomicU64; 4],
 }
@@ -90,7 +91,7 @@ pub struct FunctionStats {
     pub clients: usize,
     /// Transactions waiting for a slot.
     pub waiting: usize,
-    /// Slots of the function's concurrency cap in use.
+    /// Transactions (or sessions) of the function holding a server connection.
     pub active: usize,
     /// Refusals by cap kind (indexed by [`CapKind`]).
     pub rejected: [u64; 4],
@@ -107,7 +108,7 @@ impl FunctionState {
             function: self.name.clone(),
             clients: self.clients.load(Ordering::Relaxed),
             waiting: self.waiting.load(Ordering::Relaxed),
-            active: self.cap.capacity().saturating_sub(self.cap.available()),
+            active: self.active.load(Ordering::Relaxed),
             rejected: self.rejected.each_ref().map(|r| r.load(Ordering::Relaxed)),
         }
     }
@@ -153,14 +154,36 @@ impl Drop for ClientSlot {
 pub struct Permits {
     _function: OwnedSemaphorePermit,
     _account: OwnedSemaphorePermit,
+    /// Counted as waiting until a server connection is borrowed, active after.
+    stage: Waiting,
 }
 
-/// Counts a waiter in its function's queue while alive.
-struct Waiting<'a>(&'a FunctionState);
+impl Permits {
+    /// The transaction got its server connection: it stops waiting and becomes active.
+    pub fn borrowed(&mut self) {
+        if !self.stage.active {
+            self.stage.active = true;
+            self.stage.function.waiting.fetch_sub(1, Ordering::Relaxed);
+            self.stage.function.active.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
 
-impl Drop for Waiting<'_> {
+/// Counts a transaction in its function's queue (or, once active, as active) while alive.
+#[derive(Debug)]
+struct Waiting {
+    function: Arc<FunctionState>,
+    active: bool,
+}
+
+impl Drop for Waiting {
     fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+        let count = if self.active {
+            &self.function.active
+        } else {
+            &self.function.waiting
+        };
+        count.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -238,6 +261,7 @@ impl Limits {
                     .and_then(|f| f.max_waiting)
                     .unwrap_or(limits.default_function_waiting),
                 waiting: AtomicUsize::new(0),
+                active: AtomicUsize::new(0),
                 rejected: Default::default(),
             })
         });
@@ -306,7 +330,10 @@ impl Limits {
         if max_waiting == 0 {
             function.waiting.fetch_add(1, Ordering::Relaxed);
         }
-        let _waiting = Waiting(function);
+        let waiting = Waiting {
+            function: Arc::clone(function),
+            active: false,
+        };
         let started = Instant::now();
         let timed_out = |cap: CapKind| {
             function.reject(cap);
@@ -333,6 +360,7 @@ impl Limits {
         Ok(Permits {
             _function: function_permit,
             _account: account_permit,
+            stage: waiting,
         })
     }
 }

@@ -28,8 +28,22 @@ async fn function_cap_then_account_cap_and_everything_comes_back() {
     let orders = limits.admit("acme", "orders").unwrap();
     let other = limits.admit("acme", "billing").unwrap();
     let soon = || Instant::now() + Duration::from_millis(50);
-    let a = Limits::acquire(&orders, soon()).await.unwrap();
-    let b = Limits::acquire(&orders, soon()).await.unwrap();
+    let mut a = Limits::acquire(&orders, soon()).await.unwrap();
+    let waiting = |l: &Limits| {
+        l.stats()
+            .into_iter()
+            .find(|s| s.function == "orders")
+            .unwrap()
+    };
+    assert_eq!(
+        (waiting(&limits).waiting, waiting(&limits).active),
+        (1, 0),
+        "waiting until borrowed"
+    );
+    a.borrowed();
+    assert_eq!((waiting(&limits).waiting, waiting(&limits).active), (0, 1));
+    let mut b = Limits::acquire(&orders, soon()).await.unwrap();
+    b.borrowed();
     let err = Limits::acquire(&orders, soon()).await.unwrap_err();
     assert!(
         matches!(err, CapError::FunctionBusy { cap: 2, .. }),
@@ -88,10 +102,12 @@ async fn client_caps_untracked_functions_and_deny() {
 async fn a_full_queue_refuses_at_once() {
     let limits = limits();
     let orders = limits.admit("acme", "orders").unwrap();
-    let _held = (
-        Limits::acquire(&orders, Instant::now()).await,
-        Limits::acquire(&orders, Instant::now()).await,
-    );
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut permits = Limits::acquire(&orders, Instant::now()).await.unwrap();
+        permits.borrowed();
+        held.push(permits);
+    }
     let far = Instant::now() + Duration::from_secs(5);
     let waiter = Limits::acquire(&orders, far);
     tokio::pin!(waiter);

@@ -88,7 +88,10 @@ impl Pool {
         };
         let inner = managed::Pool::builder(manager)
             .max_size(options.size)
-            .queue_mode(QueueMode::Fifo)
+            // Most recently used first: under light load the same few connections serve
+            // and the rest stay idle long enough for server_idle_timeout to close them.
+            // (Waiters are served FIFO regardless: deadpool queues them on a fair semaphore.)
+            .queue_mode(QueueMode::Lifo)
             .wait_timeout(Some(options.borrow_timeout))
             .runtime(Runtime::Tokio1)
             .build();
@@ -120,7 +123,13 @@ impl Pool {
                 wait: Some(left),
                 ..self.inner.timeouts()
             };
-            let login = match self.inner.timeout_get(&timeouts).await {
+            // The deadline also bounds a login this waiter runs (its wait at the login gate
+            // included): dropping the checkout drops the half-made connection.
+            let got = match tokio::time::timeout(left, self.inner.timeout_get(&timeouts)).await {
+                Ok(got) => got,
+                Err(_) => return Err(self.slow_login(started)),
+            };
+            let login = match got {
                 Ok(conn) => return Ok(conn),
                 Err(PoolError::Backend(login)) => login,
                 Err(PoolError::Timeout(_)) => return Err(self.full(started)),
@@ -143,6 +152,14 @@ impl Pool {
             user: self.target().user.clone(),
             waited: started.elapsed(),
         }
+    }
+
+    fn slow_login(&self, started: Instant) -> BorrowError {
+        let target = self.target();
+        BorrowError::Login(LoginError::Timeout {
+            addr: target.addr(),
+            after: started.elapsed(),
+        })
     }
 
     fn note_borrow(&self, now: Instant) {
@@ -219,11 +236,13 @@ impl Pool {
         removed.removed.len()
     }
 
-    /// Brings a pool used within spare_ttl up to `min_idle` idle connections, without
-    /// making any client wait (zero-wait checkouts).
+    /// Logs in `min_idle` spares for a pool used within spare_ttl that has no idle
+    /// connection left, without making any client wait (zero-wait checkouts). It acts only
+    /// when none is idle, so it never holds an idle connection a client could use while it
+    /// logs in the others.
     pub async fn top_up(&self, settings: &PoolSettings) {
         if settings.min_idle == 0
-            || self.status().available >= settings.min_idle
+            || self.status().available > 0
             || !self.used_within(settings.spare_ttl)
         {
             return;

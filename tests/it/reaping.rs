@@ -162,3 +162,30 @@ async fn aged_server_connections_are_replaced_and_spares_kept_warm() {
     .await;
     assert!(warm, "min_idle spares");
 }
+
+#[tokio::test]
+async fn a_client_frozen_mid_copy_is_reaped_and_nothing_committed() {
+    let h = Harness::start(|c| {
+        quick_reaper(c);
+        c.reaper.client_idle_timeout = Duration::from_secs(60);
+    })
+    .await;
+    let direct = h.direct().await;
+    direct
+        .batch_execute("CREATE TABLE cf (x int); GRANT ALL ON cf TO app")
+        .await
+        .unwrap();
+    let (client, handle) = watched(&h, "frozen-copy").await;
+    let sink = client.copy_in("COPY cf FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    use futures_util::SinkExt;
+    sink.feed(bytes::Bytes::from_static(b"1\n2\n"))
+        .await
+        .unwrap();
+    sink.flush().await.unwrap();
+    // The container freezes here: no CopyDone, no more data. (tokio-postgres, busy in
+    // COPY, reports the broker's 25P03 as a closed connection.)
+    let ended = ended_with(handle).await;
+    assert!(ended == "25P03" || ended == "connection closed", "{ended}");
+    assert_eq!(scalar(&direct, "SELECT count(*) FROM cf").await, "0");
+}

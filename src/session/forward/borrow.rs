@@ -17,7 +17,9 @@ use crate::session::startup::ClientIo;
 impl Session<'_> {
     /// Checks out a server connection and brings it to the client's settings. On a failed
     /// borrow the client gets an ERROR and its session stays usable (false is returned).
-    pub(super) async fn borrow(&mut self, tag: u8) -> Result<bool, SessionError> {
+    /// `len`: the size of the frame that asked for the server (at the front of the read
+    /// buffer).
+    pub(super) async fn borrow(&mut self, tag: u8, len: usize) -> Result<bool, SessionError> {
         // Shutting down: no new transaction starts; the client is told why it is let go.
         if self.shared.shutdown.is_cancelled() {
             return Err(SessionError::Shutdown);
@@ -32,9 +34,9 @@ impl Session<'_> {
         let permits = tokio::select! {
             got = Limits::acquire(&self.slot, deadline) => got,
             () = self.shared.abort.cancelled() => return Err(SessionError::Shutdown),
-            gone = client_gone(self.io) => return Err(gone.into()),
+            gone = client_gone(self.io, len) => return Err(gone.into()),
         };
-        let permits = match permits {
+        let mut permits = match permits {
             Ok(permits) => permits,
             Err(e) => {
                 tracing::debug!(error = %e, "cap reached");
@@ -45,7 +47,7 @@ impl Session<'_> {
         let got = tokio::select! {
             got = self.pool.get_within(deadline.saturating_duration_since(Instant::now())) => got,
             () = self.shared.abort.cancelled() => return Err(SessionError::Shutdown),
-            gone = client_gone(self.io) => return Err(gone.into()),
+            gone = client_gone(self.io, len) => return Err(gone.into()),
         };
         let conn = match got {
             Ok(conn) => conn,
@@ -56,6 +58,7 @@ impl Session<'_> {
                 return Ok(false);
             }
         };
+        permits.borrowed();
         let mut conn = self.apply_params(conn).await?;
         self.validated = true;
         conn.queue_prelude(&mut self.to_server);
@@ -132,9 +135,9 @@ impl Session<'_> {
 /// client vanished leaves the queues at once instead of taking a server connection for
 /// nobody. A client that said Terminate after its statements still has them run. What the
 /// client sends meanwhile is kept (up to a bound) for after the wait. Cancel-safe.
-async fn client_gone(io: &mut ClientIo) -> std::io::Error {
+async fn client_gone(io: &mut ClientIo, current: usize) -> std::io::Error {
     use tokio::io::AsyncReadExt;
-    while io.rbuf.len() < WAITING_READ_LIMIT {
+    while io.rbuf.len() < current.saturating_add(WAITING_READ_LIMIT) {
         match io.stream.read_buf(&mut io.rbuf).await {
             Ok(0) if !said_terminate(&io.rbuf) => return std::io::ErrorKind::UnexpectedEof.into(),
             Ok(0) => break,
@@ -159,5 +162,6 @@ fn said_terminate(mut buf: &[u8]) -> bool {
     false
 }
 
-/// How much a waiting client may send before the broker stops reading it.
+/// How much a waiting client may send beyond the message it waits with before the broker
+/// stops reading it.
 const WAITING_READ_LIMIT: usize = 1024 * 1024;

@@ -137,7 +137,11 @@ impl<'a> Session<'a> {
                     }
                     self.reg.watch.heard();
                 }
-                Event::ClientWrote(wrote) => self.io.wbuf.advance(wrote?),
+                Event::ClientWrote(wrote) => {
+                    // A client reading its results is not silent.
+                    self.io.wbuf.advance(wrote?);
+                    self.reg.watch.heard();
+                }
                 Event::ServerRead(read) => {
                     if read.map_err(ServerError::Io)? == 0 {
                         return Err(ServerError::Closed.into());
@@ -166,13 +170,25 @@ impl<'a> Session<'a> {
     }
 
     /// Where the session stands, for the reaper.
+    /// Busy while the server works for the client; when the server waits on the client
+    /// (COPY IN, results the client does not read) the client's silence counts as idleness
+    /// in a transaction. A batch without its Sync stays Busy: after a Flush the server may
+    /// still be running an Execute for it.
     fn phase(&self) -> Phase {
-        match &self.link {
-            Link::Held(conn, _) if !conn.position.is_quiet() || !self.to_server.is_empty() => {
-                Phase::Busy
-            }
-            Link::Held(conn, _) if conn.position.status != b'I' => Phase::InTransaction,
-            _ => Phase::Idle,
+        let Link::Held(conn, _) = &self.link else {
+            return Phase::Idle;
+        };
+        let p = &conn.position;
+        if !self.to_server.is_empty() {
+            Phase::Busy
+        } else if p.copy_in || self.io.wbuf.len() >= HIGH_WATER {
+            Phase::InTransaction
+        } else if p.outstanding > 0 || p.unsynced {
+            Phase::Busy
+        } else if p.status != b'I' {
+            Phase::InTransaction
+        } else {
+            Phase::Idle
         }
     }
 
@@ -258,7 +274,7 @@ impl<'a> Session<'a> {
             write::ready_for_query(&mut self.io.wbuf, b'I');
             return Ok(());
         }
-        if idle && !self.borrow(tag).await? {
+        if idle && !self.borrow(tag, len).await? {
             self.skip_frame(tag, len);
             return Ok(());
         }
