@@ -29,6 +29,8 @@ pub struct Manager {
     target: LoginTarget,
     /// Parameters reported by the latest fresh login: what a new client is greeted with.
     baseline: Mutex<Option<Arc<Params>>>,
+    /// Held while the first baseline is fetched.
+    baseline_fetch: tokio::sync::Mutex<()>,
     /// The login gate all pools share.
     gate: Arc<LoginGate>,
     /// When the pool was created, and its last borrow (ms after that), for spare_ttl.
@@ -83,6 +85,7 @@ impl Pool {
             target,
             gate,
             baseline: Mutex::new(None),
+            baseline_fetch: tokio::sync::Mutex::new(()),
             epoch: Instant::now(),
             last_borrow_ms: AtomicU64::new(0),
         };
@@ -173,6 +176,12 @@ impl Pool {
     /// The parameters a new client of this pool is greeted with; logs in a first server
     /// connection when none was made yet.
     pub async fn baseline(&self) -> Result<Arc<Params>, BorrowError> {
+        if let Some(params) = self.cached_baseline() {
+            return Ok(params);
+        }
+        // One login fetches it for a burst of clients connecting to a cold pool; the others
+        // wait for that one (bounded by their startup timeout) instead of logging in too.
+        let _fetching = self.inner.manager().baseline_fetch.lock().await;
         if let Some(params) = self.cached_baseline() {
             return Ok(params);
         }

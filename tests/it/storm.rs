@@ -177,3 +177,17 @@ async fn a_waiter_whose_client_left_leaves_the_queue() {
     holder.batch_execute("COMMIT").await.unwrap();
     assert_eq!(asked.await.unwrap(), "newcomer");
 }
+
+#[tokio::test]
+async fn a_burst_of_connects_to_a_cold_pool_logs_in_once() {
+    let h = Harness::start(cheap_logins).await;
+    let names: Vec<String> = (0..50).map(|i| format!("c{i}")).collect();
+    let clients =
+        futures_util::future::join_all(names.iter().map(|n| h.connect_as("app", "app", n))).await;
+    assert!(clients.iter().all(Result::is_ok));
+    assert_eq!(
+        h.pools.gate().total(),
+        1,
+        "one login fetched the greeting's parameters for all"
+    );
+}
