@@ -4,8 +4,6 @@
 //! first message of a transaction and given back at ReadyForQuery 'I' unless the session
 //! holds it (session mode, or pinned by session state).
 
-use std::mem;
-
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
@@ -14,16 +12,16 @@ use super::params::ClientParams;
 use super::startup::ClientIo;
 use super::{Greeted, Shared};
 use crate::cancel::CancelKey;
-use crate::config::OnClientDisconnect;
 use crate::error::{FrameError, ServerError, SessionError};
 use crate::limits::{ClientSlot, Permits};
-use crate::pool::{Borrowed, Ending, Pool};
+use crate::pool::{Borrowed, Pool};
 use crate::protocol::query::PinReason;
 use crate::protocol::write;
 use crate::protocol::Header;
 use crate::reaper::{Phase, Reason, Registration};
 
 mod borrow;
+mod release;
 
 /// Past this many bytes queued for one side, the loop stops reading from the other.
 const HIGH_WATER: usize = 256 * 1024;
@@ -325,64 +323,6 @@ impl<'a> Session<'a> {
         }
         self.release_at_rest();
         Ok(())
-    }
-
-    /// In transaction mode, gives the server back once it is at rest with nothing queued.
-    /// A server a cancel request may still reach is closed instead: the signal could
-    /// otherwise hit the next client's query.
-    fn release_at_rest(&mut self) {
-        let Link::Held(conn, Hold::Transaction) = &self.link else {
-            return;
-        };
-        if !conn.at_rest() || !self.to_server.is_empty() {
-            return;
-        }
-        self.key.serve(None);
-        if let Link::Held(conn, _) = mem::replace(&mut self.link, Link::Idle) {
-            if self.key.cancelling() {
-                Pool::discard(conn);
-            }
-        }
-        self.permits = None;
-    }
-
-    /// Gives the server connection back at the end of the session, settled and reset, or
-    /// closes it when that cannot be done within pool.server_drain_timeout.
-    async fn finish(&mut self, cancel: bool) {
-        let Link::Held(mut conn, hold) = mem::replace(&mut self.link, Link::Idle) else {
-            return;
-        };
-        self.key.serve(None);
-        let pool = &self.shared.config.pool;
-        let ending = Ending {
-            cancel,
-            discard_all: hold != Hold::Transaction,
-        };
-        if !conn.at_rest() && pool.on_client_disconnect == OnClientDisconnect::Close {
-            // Postgres notices a closed socket only between statements: stop the running
-            // one first so its locks go now, not when it finishes.
-            if cancel && (conn.position.outstanding > 0 || conn.position.unsynced) {
-                let cancel = crate::cancel::send_cancel(conn.cancel_target());
-                let _ = tokio::time::timeout(pool.server_drain_timeout, cancel).await;
-            }
-            Pool::discard(conn);
-            return;
-        }
-        if !(conn.at_rest() && !ending.discard_all && self.to_server.is_empty()) {
-            let pending = mem::take(&mut self.to_server);
-            let settled =
-                tokio::time::timeout(pool.server_drain_timeout, conn.settle(&pending, ending))
-                    .await;
-            if !matches!(settled, Ok(Ok(()))) {
-                tracing::debug!(?settled, "server connection closed instead of reused");
-                Pool::discard(conn);
-                return;
-            }
-        }
-        // A cancel of this client still on its way would hit the next client's query.
-        if self.key.cancelling() {
-            Pool::discard(conn);
-        }
     }
 }
 
