@@ -57,7 +57,6 @@ pub struct ServerConn {
     created: Instant,
     /// When the server last sent something: at rest in the pool, when it went idle.
     last_heard: Instant,
-    broken: bool,
 }
 
 impl ServerConn {
@@ -81,7 +80,6 @@ impl ServerConn {
             },
             created: Instant::now(),
             last_heard: Instant::now(),
-            broken: false,
         }
     }
 
@@ -123,11 +121,6 @@ impl ServerConn {
         self.created
     }
 
-    /// Marks the connection unusable; the pool will not hand it out again.
-    pub fn mark_broken(&mut self) {
-        self.broken = true;
-    }
-
     /// Idle in the protocol with nothing unread: may serve another client.
     pub fn at_rest(&self) -> bool {
         self.position.is_idle()
@@ -136,10 +129,10 @@ impl ServerConn {
             && !self.scan.mid_frame()
     }
 
-    /// Cheap synchronous health check for the pool's recycle: not marked broken, at rest,
-    /// and the socket not closed by the server.
+    /// Cheap synchronous health check for the pool's recycle: at rest, and the socket not
+    /// closed by the server. (A broken connection never returns: it is discarded.)
     pub fn is_reusable(&self) -> bool {
-        if self.broken || !self.at_rest() {
+        if !self.at_rest() {
             return false;
         }
         let mut probe = [0u8; 1];
@@ -176,11 +169,6 @@ impl ServerConn {
             self.rbuf.advance(len);
         }
         failure.map_or(Ok(()), Err)
-    }
-
-    /// Updates position and parameters from one server frame the broker saw whole.
-    pub fn observe(&mut self, tag: u8, body: &[u8]) {
-        observe(&mut self.position, &mut self.params, tag, body);
     }
 
     /// Moves what the server sent into `out` (for the client), keeping position and

@@ -126,11 +126,6 @@ pub fn analyze(sql: &str, backslash_quotes: bool, tracked: impl Fn(&str) -> bool
     }
 }
 
-/// Does `sql` leave session state behind? [`analyze`] without the rest.
-pub fn pin_reason(sql: &str, tracked: impl Fn(&str) -> bool) -> Option<PinReason> {
-    analyze(sql, false, tracked).pin
-}
-
 /// Pins that a word anywhere in a statement causes (function calls, INTO TEMP, WITH HOLD).
 fn word_pin(prev: &str, word: &str, lead: &Lead<'_>) -> Option<PinReason> {
     if any_of(word, &ADVISORY_LOCKS) {

@@ -14,7 +14,7 @@ fn tracked(name: &str) -> bool {
 }
 
 fn pin(sql: &str) -> Option<PinReason> {
-    pin_reason(sql, tracked)
+    analyze(sql, false, tracked).pin
 }
 
 #[test]
