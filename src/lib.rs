@@ -8,6 +8,8 @@
 //!   messages the broker originates, and the SQL scan that decides pinning.
 //! - [`error`]: one error enum per boundary; the one place that picks a SQLSTATE.
 //! - [`config`]: the config.toml schema, defaults and validation.
+//! - [`metrics`]: metric names, help and buckets; the handles everything below records
+//!   through (each broker owns its recorder).
 //! - [`auth`]: client-facing SCRAM-SHA-256 / md5 / cleartext.
 //! - [`pool`]: server connections (connect, login, state) and the deadpool pools by
 //!   (database, user).
@@ -15,6 +17,8 @@
 //! - [`cancel`]: broker-issued cancel keys mapped to the server serving a client now.
 //! - [`reaper`]: the sweep that ends idle clients and closes idle or aged server connections.
 //! - [`session`]: one client: startup, auth, the greeting, the forwarding loop, release.
+//! - [`admin`]: the HTTP endpoint (/metrics, /healthz, /readyz, /status), the backend
+//!   check behind readiness, and the metric upkeep.
 //! - [`server`]: the [`Broker`]: accept loop, task tracker, bounded drain on shutdown.
 //! - [`sandbox`]: a throwaway Postgres cluster for `demo`, the tests and the benches.
 //!
@@ -28,11 +32,13 @@
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub, clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod admin;
 pub mod auth;
 pub mod cancel;
 pub mod config;
 pub mod error;
 pub mod limits;
+pub mod metrics;
 pub mod pool;
 pub mod protocol;
 pub mod reaper;

@@ -101,7 +101,10 @@ async fn run(path: &Path) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let broker = Broker::bind(config).await?;
-    tracing::info!(addr = %broker.local_addr()?, "pgbroker listening");
+    let metrics = broker
+        .metrics_addr()
+        .map_or_else(|| "off".to_owned(), |a| format!("http://{a}/metrics"));
+    tracing::info!(addr = %broker.local_addr()?, %metrics, "pgbroker listening");
     run_broker(broker).await;
     Ok(())
 }
@@ -168,11 +171,15 @@ async fn demo(path: &Path) -> anyhow::Result<()> {
     } else {
         Config::default()
     };
-    // Fail before initdb when the listen address is taken (another demo running).
-    drop(
-        std::net::TcpListener::bind(&config.listen.addr)
-            .with_context(|| format!("cannot listen on {}", config.listen.addr))?,
-    );
+    // Fail before initdb when an address is taken (another demo running).
+    for addr in [&config.listen.addr, &config.listen.metrics_addr] {
+        if !addr.is_empty() {
+            drop(
+                std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("cannot listen on {addr}"))?,
+            );
+        }
+    }
     let result = demo_cluster(&mut config).await;
     sandbox::remove_template();
     result
@@ -197,6 +204,9 @@ async fn demo_cluster(config: &mut Config) -> anyhow::Result<()> {
         addr.ip(),
         addr.port()
     );
+    if let Some(metrics) = broker.metrics_addr() {
+        println!("metrics:  http://{metrics}/metrics  (also /healthz, /readyz, /status)");
+    }
     println!("Ctrl-C stops pgbroker and removes the cluster.");
     run_broker(broker).await;
     drop(cluster);

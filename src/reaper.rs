@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::config::{PoolSettings, Reaper};
-use crate::pool::Pools;
+use crate::metrics::{Metrics, Reaped};
+use crate::pool::{Pools, ServerReaps};
 
 /// Where a client stands, as the sweep sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +168,7 @@ impl Clients {
 pub async fn run(
     clients: Arc<Clients>,
     pools: Arc<Pools>,
+    metrics: Arc<Metrics>,
     limits: Reaper,
     pool: PoolSettings,
     stop: tokio_util::sync::CancellationToken,
@@ -180,10 +182,17 @@ pub async fn run(
             _ = tick.tick() => {}
             () = stop.cancelled() => break,
         }
-        let rung = clients.sweep(Instant::now(), &limits);
+        // Clients rung here count themselves when they act on it (they check again first).
+        clients.sweep(Instant::now(), &limits);
         let closed = pools.reap(&pool);
-        if rung > 0 || closed > 0 {
-            tracing::debug!(clients = rung, server_connections = closed, "reaped");
+        metrics.reaped(Reaped::ServerIdle, closed.idle);
+        metrics.reaped(Reaped::ServerLifetime, closed.aged);
+        if closed != ServerReaps::default() {
+            tracing::info!(
+                server_idle = closed.idle,
+                server_lifetime = closed.aged,
+                "reaper closed server connections"
+            );
         }
         if spares.as_ref().is_none_or(|task| task.is_finished()) {
             let (pools, pool) = (Arc::clone(&pools), pool.clone());

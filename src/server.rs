@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -16,10 +17,13 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::{self, Admin, Health, Probe};
 use crate::auth::{KeyCache, Secret};
 use crate::cancel::CancelRegistry;
 use crate::config::{AuthMethod, Config};
 use crate::error::{Error, SessionError};
+use crate::limits::Limits;
+use crate::metrics::Metrics;
 use crate::pool::{BackendAddr, LoginGate, PoolOptions, Pools};
 use crate::protocol::write;
 use crate::reaper::{self, Clients};
@@ -30,6 +34,9 @@ use crate::session::{self, Shared, UserEntry};
 pub struct Broker {
     shared: Arc<Shared>,
     listener: TcpListener,
+    /// The HTTP endpoint's listener, unless listen.metrics_addr is empty.
+    admin: Option<TcpListener>,
+    health: Arc<Health>,
     tracker: TaskTracker,
 }
 
@@ -38,12 +45,17 @@ impl Broker {
     pub async fn bind(config: Config) -> Result<Broker, Error> {
         config.validate()?;
         let users = users(&config)?;
-        let listener = TcpListener::bind(&config.listen.addr)
-            .await
-            .map_err(|source| Error::Listen {
-                addr: config.listen.addr.clone(),
-                source,
-            })?;
+        let listener = bind(&config.listen.addr).await?;
+        let admin = match config.listen.metrics_addr.as_str() {
+            "" => None,
+            addr => Some(bind(addr).await?),
+        };
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(Health::new(
+            Probe::from_config(&config, &users),
+            config.backend.health_interval,
+            Arc::clone(&metrics),
+        ));
         let backend = BackendAddr {
             host: config.backend.host.clone(),
             port: config.backend.port,
@@ -61,12 +73,13 @@ impl Broker {
         );
         let config = Arc::new(config);
         let shared = Shared {
-            limits: crate::limits::Limits::new(Arc::clone(&config)),
+            limits: Arc::new(Limits::new(Arc::clone(&config), Arc::clone(&metrics))),
+            pools: Arc::new(Pools::new(backend, options, gate, Arc::clone(&metrics))),
+            metrics,
             config,
             users,
             default_method,
             keys: KeyCache::new(),
-            pools: Arc::new(Pools::new(backend, options, gate)),
             clients: Arc::new(Clients::default()),
             cancels: Arc::new(CancelRegistry::default()),
             shutdown: CancellationToken::new(),
@@ -75,6 +88,8 @@ impl Broker {
         Ok(Broker {
             shared: Arc::new(shared),
             listener,
+            admin,
+            health,
             tracker: TaskTracker::new(),
         })
     }
@@ -82,6 +97,11 @@ impl Broker {
     /// The address clients connect to (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// The address of the HTTP endpoint (/metrics, /healthz, /readyz, /status), if on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// A token that starts a graceful shutdown when cancelled.
@@ -100,25 +120,51 @@ impl Broker {
     }
 
     /// Serves until `signal` completes (or the shutdown token is cancelled), then drains.
-    pub async fn run_until(self, signal: impl Future<Output = ()>) {
+    pub async fn run_until(mut self, signal: impl Future<Output = ()>) {
         let shutdown = self.shared.shutdown.clone();
-        let stop_reaper = CancellationToken::new();
-        let config = &self.shared.config;
-        let reaper = tokio::spawn(reaper::run(
-            Arc::clone(&self.shared.clients),
-            Arc::clone(&self.shared.pools),
-            config.reaper.clone(),
-            config.pool.clone(),
-            stop_reaper.clone(),
-        ));
+        let stop = CancellationToken::new();
+        let background = self.background(&stop);
         tokio::select! {
             () = self.accept_loop() => {}
             () = signal => {}
             () = shutdown.cancelled() => {}
         }
         self.drain().await;
-        stop_reaper.cancel();
-        let _ = reaper.await;
+        stop.cancel();
+        background.close();
+        background.wait().await;
+    }
+
+    /// Starts the reaper, the metric upkeep, the backend check and the HTTP endpoint;
+    /// they run until `stop` is cancelled.
+    fn background(&mut self, stop: &CancellationToken) -> TaskTracker {
+        let shared = &self.shared;
+        let config = &shared.config;
+        let tasks = TaskTracker::new();
+        tasks.spawn(reaper::run(
+            Arc::clone(&shared.clients),
+            Arc::clone(&shared.pools),
+            Arc::clone(&shared.metrics),
+            config.reaper.clone(),
+            config.pool.clone(),
+            stop.clone(),
+        ));
+        tasks.spawn(admin::upkeep(Arc::clone(&shared.metrics), stop.clone()));
+        let health = Arc::clone(&self.health);
+        let stop_health = stop.clone();
+        tasks.spawn(async move { health.run(stop_health).await });
+        if let Some(listener) = self.admin.take() {
+            let admin = Admin {
+                metrics: Arc::clone(&shared.metrics),
+                limits: Arc::clone(&shared.limits),
+                pools: Arc::clone(&shared.pools),
+                health: Arc::clone(&self.health),
+                started: Instant::now(),
+                shutdown: shared.shutdown.clone(),
+            };
+            tasks.spawn(admin::serve(listener, Arc::new(admin), stop.clone()));
+        }
+        tasks
     }
 
     async fn accept_loop(&self) {
@@ -144,9 +190,7 @@ impl Broker {
                     session::serve(stream, shared).await;
                     drop(permit);
                 }),
-                Err(_) => self
-                    .tracker
-                    .spawn(refuse(stream, shared.config.listen.max_client_connections)),
+                Err(_) => self.tracker.spawn(refuse(stream, shared)),
             };
         }
     }
@@ -187,10 +231,22 @@ fn keepalive() -> socket2::TcpKeepalive {
         .with_retries(4)
 }
 
+/// Binds a listener, naming the address when it cannot.
+async fn bind(addr: &str) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: addr.to_owned(),
+            source,
+        })
+}
+
 /// Tells a client over listen.max_client_connections why it is turned away.
-async fn refuse(mut stream: TcpStream, max: usize) {
+async fn refuse(mut stream: TcpStream, shared: Arc<Shared>) {
     let mut buf = BytesMut::new();
+    let max = shared.config.listen.max_client_connections;
     if let Some(m) = (SessionError::TooManyClients { max }).client_message() {
+        shared.metrics.error(&m.code);
         write::error_response(&mut buf, m.severity, &m.code, &m.text, m.hint);
     }
     let _ = stream.write_all(&buf).await;

@@ -45,6 +45,9 @@ pub enum Reason {
     /// Not an `ip:port` socket address.
     #[error("is not a socket address (ip:port)")]
     NotSocketAddr,
+    /// `backend.health_user` names no user the broker can log in to Postgres as.
+    #[error("names no [[users]] entry whose password can log in to Postgres (plaintext or md5)")]
+    NoLoginUser,
     /// A user name that an earlier `[[users]]` entry already has.
     #[error("repeats the name of users[{first}]")]
     DuplicateUser {
@@ -79,7 +82,19 @@ pub(super) fn config(config: &Config) -> Result<(), ConfigError> {
     pool(&config.pool)?;
     reaper(&config.reaper)?;
     limits(config)?;
-    users(&config.users)
+    users(&config.users)?;
+    health_user(config)
+}
+
+fn health_user(config: &Config) -> Result<(), ConfigError> {
+    let Some(name) = &config.backend.health_user else {
+        return Ok(());
+    };
+    let usable = config
+        .users
+        .iter()
+        .any(|u| &u.name == name && u.password_kind() != PasswordKind::ScramSha256);
+    check("backend.health_user", usable, Reason::NoLoginUser)
 }
 
 fn limits(config: &Config) -> Result<(), ConfigError> {
@@ -135,6 +150,13 @@ fn listen(listen: &Listen) -> Result<(), ConfigError> {
     check("listen.addr", !listen.addr.is_empty(), Reason::Empty)?;
     let is_addr = listen.addr.parse::<SocketAddr>().is_ok();
     check("listen.addr", is_addr, Reason::NotSocketAddr)?;
+    let metrics_off_or_addr =
+        listen.metrics_addr.is_empty() || listen.metrics_addr.parse::<SocketAddr>().is_ok();
+    check(
+        "listen.metrics_addr",
+        metrics_off_or_addr,
+        Reason::NotSocketAddr,
+    )?;
     at_least(
         "listen.max_client_connections",
         listen.max_client_connections,
@@ -163,7 +185,8 @@ fn backend(backend: &Backend) -> Result<(), ConfigError> {
         1,
     )?;
     positive("backend.login_backoff", backend.login_backoff)?;
-    positive("backend.login_backoff_max", backend.login_backoff_max)
+    positive("backend.login_backoff_max", backend.login_backoff_max)?;
+    positive("backend.health_interval", backend.health_interval)
 }
 
 fn pool(pool: &PoolSettings) -> Result<(), ConfigError> {

@@ -16,6 +16,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{Config, UnknownFunctions};
 use crate::error::CapError;
+use crate::metrics::{FunctionMetrics, Metrics};
+
+mod stats;
+pub use stats::{AccountStats, FunctionStats, Rejected};
 
 /// Name shared by functions past `limits.max_tracked_functions`.
 pub const OTHER_FUNCTION: &str = "other";
@@ -62,8 +66,10 @@ pub struct FunctionState {
     max_waiting: usize,
     waiting: AtomicUsize,
     active: AtomicUsize,
-    /// Refusals by the cap that refused: function, account, queue, clients.
-    rejected: [AtomicU64; 4],
+    /// Refusals by the cap that refused, indexed by [`CapKind`].
+    rejected: [AtomicU64; 5],
+    /// Its metric handles.
+    pub metrics: FunctionMetrics,
 }
 
 /// Which cap refused, for [`FunctionStats::rejected`].
@@ -74,43 +80,18 @@ pub enum CapKind {
     Function = 0,
     /// The account's concurrency cap.
     Account = 1,
-    /// The function's waiting queue.
-    Queue = 2,
+    /// The pool: no server connection within the borrow timeout.
+    Pool = 2,
     /// A client cap at connect.
     Clients = 3,
-}
-
-/// A snapshot of one function's counters (for the metrics exporter).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FunctionStats {
-    /// Account name.
-    pub account: String,
-    /// Function name.
-    pub function: String,
-    /// Client connections open.
-    pub clients: usize,
-    /// Transactions waiting for a slot.
-    pub waiting: usize,
-    /// Transactions (or sessions) of the function holding a server connection.
-    pub active: usize,
-    /// Refusals by cap kind (indexed by [`CapKind`]).
-    pub rejected: [u64; 4],
+    /// The function's waiting queue (reported under the function's cap in metrics).
+    Queue = 4,
 }
 
 impl FunctionState {
-    fn reject(&self, kind: CapKind) {
+    /// Counts a refusal by `kind`.
+    pub fn reject(&self, kind: CapKind) {
         self.rejected[kind as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn stats(&self, account: &str) -> FunctionStats {
-        FunctionStats {
-            account: account.to_owned(),
-            function: self.name.clone(),
-            clients: self.clients.load(Ordering::Relaxed),
-            waiting: self.waiting.load(Ordering::Relaxed),
-            active: self.active.load(Ordering::Relaxed),
-            rejected: self.rejected.each_ref().map(|r| r.load(Ordering::Relaxed)),
-        }
     }
 }
 
@@ -130,6 +111,7 @@ pub struct AccountState {
 #[derive(Debug)]
 pub struct Limits {
     config: Arc<Config>,
+    metrics: Arc<Metrics>,
     accounts: Mutex<HashMap<String, Arc<AccountState>>>,
 }
 
@@ -198,9 +180,10 @@ fn take(count: &AtomicUsize, max: usize) -> bool {
 
 impl Limits {
     /// No account or function seen yet.
-    pub fn new(config: Arc<Config>) -> Limits {
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Limits {
         Limits {
             config,
+            metrics,
             accounts: Mutex::new(HashMap::new()),
         }
     }
@@ -263,6 +246,7 @@ impl Limits {
                 waiting: AtomicUsize::new(0),
                 active: AtomicUsize::new(0),
                 rejected: Default::default(),
+                metrics: self.metrics.function(&account.name, key),
             })
         });
         Ok(Arc::clone(state))
@@ -291,26 +275,6 @@ impl Limits {
             });
         }
         Ok(ClientSlot { account, function })
-    }
-
-    /// Counters of every function seen so far.
-    pub fn stats(&self) -> Vec<FunctionStats> {
-        let accounts: Vec<_> = self
-            .accounts
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
-        let mut stats = Vec::new();
-        for account in accounts {
-            let functions = account
-                .functions
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            stats.extend(functions.values().map(|f| f.stats(&account.name)));
-        }
-        stats
     }
 
     /// Waits (FIFO) for a concurrency slot of the client's function, then of its account,

@@ -19,7 +19,7 @@ fn limits() -> Limits {
     );
     config.accounts.insert("acme".into(), acme);
     config.limits.max_tracked_functions = 2;
-    Limits::new(Arc::new(config))
+    Limits::new(Arc::new(config), Arc::default())
 }
 
 #[tokio::test]
@@ -66,7 +66,7 @@ async fn function_cap_then_account_cap_and_everything_comes_back() {
         ),
         (0, 0, 1)
     );
-    assert_eq!(orders_stats.rejected[CapKind::Function as usize], 1);
+    assert_eq!(orders_stats.rejected.get(CapKind::Function), 1);
     assert_eq!(orders.function.cap.available(), 2);
     assert_eq!(orders.account.cap.available(), 3);
     assert_eq!(orders.function.waiting.load(Ordering::Relaxed), 0);
@@ -91,7 +91,7 @@ async fn client_caps_untracked_functions_and_deny() {
     );
     let mut config = Config::default();
     config.limits.unknown_functions = UnknownFunctions::Deny;
-    let deny = Limits::new(Arc::new(config));
+    let deny = Limits::new(Arc::new(config), Arc::default());
     assert!(matches!(
         deny.admit("acme", "orders"),
         Err(CapError::UnknownFunction { .. })

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 use super::state::Position;
 use crate::error::{FrameError, ServerError};
-use crate::protocol::frame::{cstr, whole_frame, Passthrough, Step};
+use crate::protocol::frame::{cstr, error_fields, sqlstate, whole_frame, Passthrough, Step};
 use crate::protocol::write;
 
 /// Parameter name → value.
@@ -172,12 +172,12 @@ impl ServerConn {
     }
 
     /// Moves what the server sent into `out` (for the client), keeping position and
-    /// parameters; `on_param` hears each ParameterStatus. Large rows stream through
-    /// without being buffered whole.
+    /// parameters; `heard` hears each ParameterStatus, ErrorResponse and ReadyForQuery
+    /// passed on. Large rows stream through without being buffered whole.
     pub fn forward_into(
         &mut self,
         out: &mut BytesMut,
-        mut on_param: impl FnMut(&str, &str),
+        mut heard: impl FnMut(Heard<'_>),
     ) -> Result<(), FrameError> {
         self.last_heard = Instant::now();
         loop {
@@ -190,12 +190,15 @@ impl ServerConn {
             };
             if let Step::Frame(header, body, _) = &step {
                 let param = observe(&mut self.position, &mut self.params, header.tag, body);
-                match param {
-                    Some((name, value)) if !ours => on_param(name, value),
-                    _ if ours && header.tag == b'Z' => self.prelude -= 1,
-                    _ if ours && header.tag == b'E' && self.prelude_error.is_none() => {
+                match (header.tag, param) {
+                    (b'Z', _) if ours => self.prelude -= 1,
+                    (b'E', _) if ours && self.prelude_error.is_none() => {
                         self.prelude_error = Some(statement_error("session parameters", body));
                     }
+                    _ if ours => {}
+                    (_, Some((name, value))) => heard(Heard::Param(name, value)),
+                    (b'E', _) => heard(Heard::Error(sqlstate(body).unwrap_or_default())),
+                    (b'Z', _) => heard(Heard::Ready(self.position.status)),
                     _ => {}
                 }
             }
@@ -349,6 +352,17 @@ impl Drop for ServerConn {
     }
 }
 
+/// What [`ServerConn::forward_into`] passed on that a session keeps count of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard<'a> {
+    /// A ParameterStatus: name, value.
+    Param(&'a str, &'a str),
+    /// An ErrorResponse with this SQLSTATE.
+    Error(&'a str),
+    /// A ReadyForQuery with this transaction status.
+    Ready(u8),
+}
+
 /// Position and parameter bookkeeping for one whole server frame; returns a reported
 /// parameter change.
 fn observe<'a>(
@@ -367,17 +381,14 @@ fn observe<'a>(
     Some((name, value))
 }
 
-fn statement_error(what: &'static str, body: &[u8]) -> ServerError {
+pub(super) fn statement_error(what: &'static str, body: &[u8]) -> ServerError {
     let (mut code, mut message) = (String::new(), String::new());
-    let mut rest = body;
-    while let Some((&field, tail)) = rest.split_first() {
-        let Ok((value, tail)) = cstr(tail) else { break };
+    for (field, value) in error_fields(body) {
         match field {
             b'C' => code = value.to_owned(),
             b'M' => message = value.to_owned(),
             _ => {}
         }
-        rest = tail;
     }
     ServerError::Statement {
         what,

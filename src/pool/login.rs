@@ -33,6 +33,9 @@ pub struct LoginTarget {
     pub user: String,
     /// The user's password as configured.
     pub secret: Secret,
+    /// application_name sent at login (empty: none), so an operator can tell the
+    /// broker's own connections apart in pg_stat_activity.
+    pub application_name: &'static str,
 }
 
 impl LoginTarget {
@@ -89,10 +92,13 @@ impl ServerConn {
 
     async fn startup(&mut self, target: &LoginTarget) -> Result<(), LoginError> {
         let mut buf = BytesMut::new();
-        let params = [
+        let mut params = vec![
             ("user", target.user.as_str()),
             ("database", target.database.as_str()),
         ];
+        if !target.application_name.is_empty() {
+            params.push(("application_name", target.application_name));
+        }
         frontend::startup_message(params, &mut buf).map_err(ServerError::Io)?;
         self.send(&buf).await?;
         Ok(())

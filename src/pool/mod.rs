@@ -4,24 +4,26 @@
 pub mod conn;
 pub mod gate;
 pub mod login;
+mod pools;
+mod query;
 pub mod state;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use deadpool::managed::{self, Metrics, PoolError, QueueMode, RecycleError, RecycleResult};
+use deadpool::managed::{self, PoolError, QueueMode, RecycleError, RecycleResult};
 use deadpool::Runtime;
 
-pub use conn::{CancelTarget, Ending, Params, ServerConn};
+pub use conn::{CancelTarget, Ending, Heard, Params, ServerConn};
 pub use gate::LoginGate;
 pub use login::LoginTarget;
+pub use pools::{BackendAddr, Pools};
 pub use state::Position;
 
-use crate::auth::Secret;
 use crate::config::PoolSettings;
 use crate::error::{BorrowError, LoginError};
+use crate::metrics::PoolMetrics;
 
 /// The deadpool manager of one (database, user) pool.
 #[derive(Debug)]
@@ -36,6 +38,8 @@ pub struct Manager {
     /// When the pool was created, and its last borrow (ms after that), for spare_ttl.
     epoch: Instant,
     last_borrow_ms: AtomicU64,
+    /// Its metric handles.
+    metrics: PoolMetrics,
 }
 
 impl managed::Manager for Manager {
@@ -44,15 +48,24 @@ impl managed::Manager for Manager {
 
     async fn create(&self) -> Result<ServerConn, LoginError> {
         let in_flight = self.gate.enter().await;
+        let started = Instant::now();
         let conn = ServerConn::connect(&self.target).await;
         drop(in_flight);
         let conn = conn?;
+        self.metrics.connects.increment(1);
+        self.metrics
+            .connect_seconds
+            .record(started.elapsed().as_secs_f64());
         *self.baseline.lock().unwrap_or_else(PoisonError::into_inner) =
             Some(Arc::new(conn.params.clone()));
         Ok(conn)
     }
 
-    async fn recycle(&self, conn: &mut ServerConn, _: &Metrics) -> RecycleResult<LoginError> {
+    async fn recycle(
+        &self,
+        conn: &mut ServerConn,
+        _: &managed::Metrics,
+    ) -> RecycleResult<LoginError> {
         if conn.is_reusable() {
             Ok(())
         } else {
@@ -80,9 +93,15 @@ pub struct PoolOptions {
 }
 
 impl Pool {
-    fn new(target: LoginTarget, options: &PoolOptions, gate: Arc<LoginGate>) -> Pool {
+    fn new(
+        target: LoginTarget,
+        options: &PoolOptions,
+        gate: Arc<LoginGate>,
+        metrics: PoolMetrics,
+    ) -> Pool {
         let manager = Manager {
             target,
+            metrics,
             gate,
             baseline: Mutex::new(None),
             baseline_fetch: tokio::sync::Mutex::new(()),
@@ -224,8 +243,8 @@ impl Pool {
 
     /// Closes idle connections past server_idle_timeout (keeping `min_idle` of them while
     /// the pool is in use) and past server_lifetime. The closing happens outside the pool
-    /// lock. Returns how many were closed.
-    pub fn reap(&self, settings: &PoolSettings) -> usize {
+    /// lock. Returns how many were closed, for each reason.
+    pub fn reap(&self, settings: &PoolSettings) -> ServerReaps {
         let keep = if self.used_within(settings.spare_ttl) {
             settings.min_idle
         } else {
@@ -233,16 +252,34 @@ impl Pool {
         };
         let mut removable = self.status().available.saturating_sub(keep);
         let now = Instant::now();
+        let mut reaps = ServerReaps::default();
         let removed = self.inner.retain(|conn, _| {
             let aged = now.saturating_duration_since(conn.created()) >= settings.server_lifetime;
             let idle = conn.idle_for(now) >= settings.server_idle_timeout;
-            if aged || (idle && removable > 0) {
-                removable = removable.saturating_sub(1);
-                return false;
+            if aged {
+                reaps.aged += 1;
+            } else if idle && removable > 0 {
+                reaps.idle += 1;
+            } else {
+                return true;
             }
-            true
+            removable = removable.saturating_sub(1);
+            false
         });
-        removed.removed.len()
+        // Closed here, outside the pool lock.
+        drop(removed);
+        reaps
+    }
+
+    /// Sets its server connection gauges.
+    pub fn publish(&self) {
+        let status = self.status();
+        let metrics = &self.inner.manager().metrics;
+        metrics.idle.set(status.available as f64);
+        metrics.size.set(status.max_size as f64);
+        metrics
+            .active
+            .set(status.size.saturating_sub(status.available) as f64);
     }
 
     /// Logs in `min_idle` spares for a pool used within spare_ttl that has no idle
@@ -275,6 +312,22 @@ impl Pool {
     }
 }
 
+/// Server connections one sweep closed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerReaps {
+    /// Idle past pool.server_idle_timeout.
+    pub idle: u64,
+    /// Older than pool.server_lifetime.
+    pub aged: u64,
+}
+
+impl std::ops::AddAssign for ServerReaps {
+    fn add_assign(&mut self, other: ServerReaps) {
+        self.idle += other.idle;
+        self.aged += other.aged;
+    }
+}
+
 /// The error after the last failed login of a borrow: a refusal repeated until the borrow
 /// timeout says how often Postgres refused.
 fn refusal(login: LoginError, earlier: u32, waited: Duration) -> BorrowError {
@@ -286,101 +339,5 @@ fn refusal(login: LoginError, earlier: u32, waited: Duration) -> BorrowError {
             waited,
         },
         login => BorrowError::Login(login),
-    }
-}
-
-/// Where new pools log in.
-#[derive(Debug, Clone)]
-pub struct BackendAddr {
-    /// Host.
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// Bound on connect + login.
-    pub connect_timeout: Duration,
-}
-
-/// All pools, created on first use per (database, user).
-#[derive(Debug)]
-pub struct Pools {
-    backend: BackendAddr,
-    options: PoolOptions,
-    gate: Arc<LoginGate>,
-    pools: Mutex<HashMap<(String, String), Pool>>,
-}
-
-impl Pools {
-    /// No pools yet.
-    pub fn new(backend: BackendAddr, options: PoolOptions, gate: LoginGate) -> Pools {
-        Pools {
-            backend,
-            options,
-            gate: Arc::new(gate),
-            pools: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The pool of (database, user), created on first use with the user's secret.
-    pub fn get(&self, database: &str, user: &str, secret: &Secret) -> Pool {
-        let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = (database.to_owned(), user.to_owned());
-        pools
-            .entry(key)
-            .or_insert_with(|| {
-                let target = LoginTarget {
-                    host: self.backend.host.clone(),
-                    port: self.backend.port,
-                    connect_timeout: self.backend.connect_timeout,
-                    database: database.to_owned(),
-                    user: user.to_owned(),
-                    secret: secret.clone(),
-                };
-                Pool::new(target, &self.options, Arc::clone(&self.gate))
-            })
-            .clone()
-    }
-
-    /// Drops the pool of (database, user) if it holds no connection (its first login
-    /// failed), so invented database names do not pile up.
-    pub fn forget_unused(&self, database: &str, user: &str) {
-        let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = (database.to_owned(), user.to_owned());
-        if pools.get(&key).is_some_and(|p| p.status().size == 0) {
-            pools.remove(&key);
-        }
-    }
-
-    /// The login gate (logins in flight, their peak).
-    pub fn gate(&self) -> &LoginGate {
-        &self.gate
-    }
-
-    /// Every pool, for shutdown and gauges.
-    pub fn all(&self) -> Vec<Pool> {
-        self.pools
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    /// [`Pool::reap`] over every pool; returns how many connections were closed.
-    pub fn reap(&self, settings: &PoolSettings) -> usize {
-        self.all().iter().map(|pool| pool.reap(settings)).sum()
-    }
-
-    /// [`Pool::top_up`] over every pool.
-    pub async fn top_up(&self, settings: &PoolSettings) {
-        for pool in self.all() {
-            pool.top_up(settings).await;
-        }
-    }
-
-    /// Closes every pool.
-    pub fn close(&self) {
-        for pool in self.all() {
-            pool.close();
-        }
     }
 }

@@ -70,6 +70,26 @@ pub fn cstr(buf: &[u8]) -> Result<(&str, &[u8]), FrameError> {
     Ok((s, &buf[nul + 1..]))
 }
 
+/// The fields of an ErrorResponse or NoticeResponse body: (type, value) pairs, up to the
+/// first malformed one.
+pub fn error_fields(body: &[u8]) -> impl Iterator<Item = (u8, &str)> {
+    let mut rest = body;
+    std::iter::from_fn(move || {
+        let (&field, tail) = rest.split_first()?;
+        if field == 0 {
+            return None;
+        }
+        let (value, tail) = cstr(tail).ok()?;
+        rest = tail;
+        Some((field, value))
+    })
+}
+
+/// The SQLSTATE of an ErrorResponse body.
+pub fn sqlstate(body: &[u8]) -> Option<&str> {
+    error_fields(body).find_map(|(field, value)| (field == b'C').then_some(value))
+}
+
 /// Reads a big-endian `i32` at the start of `buf`.
 pub fn read_i32(buf: &[u8]) -> Result<(i32, &[u8]), FrameError> {
     match buf.split_first_chunk::<4>() {

@@ -48,7 +48,9 @@ pub struct Shared {
     /// The server connection pools.
     pub pools: Arc<Pools>,
     /// The account and function caps.
-    pub limits: crate::limits::Limits,
+    pub limits: Arc<crate::limits::Limits>,
+    /// The broker's metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Every client session, for the reaper's sweep.
     pub clients: Arc<crate::reaper::Clients>,
     /// Broker-issued cancel keys.
@@ -69,9 +71,11 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
         .map_or_else(|_| "unknown".to_owned(), |a| a.to_string());
     let mut io = ClientIo::new(stream);
     let started = Instant::now();
-    let outcome = run(&mut io, &shared).await;
+    let mut summary = Summary::default();
+    let outcome = run(&mut io, &shared, &mut summary).await;
     if let Err(error) = &outcome {
         if let Some(message) = error.client_message() {
+            shared.metrics.error(&message.code);
             write::error_response(
                 &mut io.wbuf,
                 message.severity,
@@ -83,24 +87,74 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     }
     // A client that stopped reading must not hold the task (and shutdown) hostage.
     let _ = tokio::time::timeout(FINAL_FLUSH_TIMEOUT, io.flush()).await;
-    match outcome {
-        Ok(()) => tracing::debug!(%peer, elapsed = ?started.elapsed(), "session ended"),
-        Err(SessionError::ClientIo(_)) | Err(SessionError::Shutdown) => {
-            tracing::debug!(%peer, elapsed = ?started.elapsed(), "session closed")
+    summary.log(&peer, started, &outcome);
+}
+
+/// What the closing log line of a session says.
+#[derive(Debug, Default)]
+struct Summary {
+    /// Account and function, once the client was admitted.
+    identity: Option<(String, String)>,
+    transactions: u64,
+    goodbye: Option<forward::Goodbye>,
+}
+
+impl Summary {
+    /// One line per session: who, how long, how much, how it ended. A cancel request or a
+    /// client that never finished startup logs at debug level unless it got an error.
+    fn log(&self, peer: &str, started: Instant, outcome: &Result<(), SessionError>) {
+        let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let (account, function) = match &self.identity {
+            Some((a, f)) => (a.as_str(), f.as_str()),
+            None => ("", ""),
+        };
+        let ended = match (outcome, self.goodbye) {
+            (Ok(()), Some(forward::Goodbye::Terminate)) => "terminate",
+            (Ok(()), Some(forward::Goodbye::Vanished)) | (Err(SessionError::ClientIo(_)), _) => {
+                "disconnect"
+            }
+            (Ok(()), None) => "cancel_request",
+            (Err(SessionError::Shutdown), _) => "shutdown",
+            (Err(SessionError::ClientIdle { .. }), _) => "reaped_client_idle",
+            (Err(SessionError::IdleInTransaction { .. }), _) => "reaped_idle_in_transaction",
+            (Err(_), _) => "error",
+        };
+        let error = outcome.as_ref().err().map(tracing::field::display);
+        if self.identity.is_none() && error.is_none() {
+            tracing::debug!(%peer, duration_ms, outcome = ended, "connection ended");
+            return;
         }
-        Err(error) => tracing::info!(%peer, %error, "session ended with error"),
+        tracing::info!(
+            %peer,
+            account,
+            function,
+            duration_ms,
+            transactions = self.transactions,
+            outcome = ended,
+            error,
+            "session ended"
+        );
     }
 }
 
-async fn run(io: &mut ClientIo, shared: &Arc<Shared>) -> Result<(), SessionError> {
+async fn run(
+    io: &mut ClientIo,
+    shared: &Arc<Shared>,
+    summary: &mut Summary,
+) -> Result<(), SessionError> {
     let timeout = shared.config.listen.startup_timeout;
     let greeted = tokio::time::timeout(timeout, handshake(io, shared))
         .await
         .map_err(|_| SessionError::StartupTimeout(timeout))??;
-    match greeted {
-        Some(session) => forward::Session::new(io, shared, session).run().await,
-        None => Ok(()),
-    }
+    let Some(session) = greeted else {
+        return Ok(());
+    };
+    let slot = &session.slot;
+    summary.identity = Some((slot.account.name.clone(), slot.function.name.clone()));
+    let (outcome, tally) = forward::Session::new(io, shared, session).run().await;
+    summary.transactions = tally.transactions;
+    summary.goodbye = outcome.as_ref().ok().copied();
+    outcome.map(|_| ())
 }
 
 /// A client that finished startup and authentication, with its pool and cancel key.
@@ -140,7 +194,10 @@ async fn handshake(
             .unwrap_or("default"),
         FunctionFrom::User => user.as_str(),
     };
-    let slot = shared.limits.admit(&entry.account, function)?;
+    let slot = shared
+        .limits
+        .admit(&entry.account, function)
+        .inspect_err(|error| tracing::warn!(%error, "cap reached: connection refused"))?;
     let pool = shared.pools.get(&database, &user, &entry.secret);
     let baseline = match pool.baseline().await {
         Ok(baseline) => baseline,

@@ -1,4 +1,5 @@
-//! The pgbroker binary: `check`, `scram-secret`, and a run that SIGTERM stops with exit 0.
+//! The pgbroker binary: `check`, `scram-secret`, a run that SIGTERM stops with exit 0, and
+//! its JSON logs.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -79,7 +80,7 @@ async fn sigterm_drains_and_exits_zero() {
     std::fs::write(
         &config,
         format!(
-            "[listen]\naddr = \"127.0.0.1:{port}\"\n[backend]\nport = {}\n[[users]]\nname = \"app\"\npassword = \"app\"\n",
+            "[listen]\naddr = \"127.0.0.1:{port}\"\nmetrics_addr = \"127.0.0.1:0\"\n[backend]\nport = {}\n[[users]]\nname = \"app\"\npassword = \"app\"\n",
             cluster.port()
         ),
     )
@@ -117,4 +118,95 @@ async fn sigterm_drains_and_exits_zero() {
                 .is_some_and(|e| e.code().code() == "57P01"),
         "{err}"
     );
+}
+
+/// A free TCP port on 127.0.0.1.
+fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn json_logs_name_each_session_and_never_a_password() {
+    const SECRET: &str = "Zq8-never-in-a-log";
+    let cluster = cluster(20).await;
+    cluster
+        .create_login("logtest", SECRET, "app")
+        .await
+        .unwrap();
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("pgbroker-logs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\naddr = \"127.0.0.1:{port}\"\nmetrics_addr = \"127.0.0.1:0\"\n\
+             [backend]\nport = {}\n\
+             [[users]]\nname = \"logtest\"\npassword = \"{SECRET}\"\naccount = \"acme\"\n\
+             [accounts.acme.functions.orders]\nmax_clients = 1\n",
+            cluster.port()
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["--log-format", "json", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "trace")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = |password: &str| {
+        format!("host=127.0.0.1 port={port} user=logtest password={password} dbname=app application_name=orders")
+    };
+    let client = loop {
+        match connect_url(&url(SECRET)).await {
+            Ok(client) => break client,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    scalar(&client, "SELECT 1").await;
+    scalar(&client, "SELECT 2").await;
+    assert!(
+        connect_url(&url(SECRET)).await.is_err(),
+        "orders allows one client"
+    );
+    drop(client);
+    assert!(connect_url(&url("wrong")).await.is_err());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = child.id().unwrap().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    child.wait().await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!stderr.contains(SECRET), "a password reached the logs");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let ended = lines
+        .iter()
+        .map(|l| &l["fields"])
+        .find(|f| f["message"] == "session ended" && f["transactions"] == 2)
+        .unwrap_or_else(|| panic!("no session line: {stderr}"));
+    assert_eq!(
+        (&ended["account"], &ended["function"]),
+        (&"acme".into(), &"orders".into())
+    );
+    assert!(ended["duration_ms"].is_u64());
+    assert!(ended["outcome"] == "terminate" || ended["outcome"] == "disconnect");
+    let cap_warning = lines.iter().any(|l| {
+        l["level"] == "WARN"
+            && l["fields"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("cap reached")
+    });
+    assert!(cap_warning, "no warning for the client cap: {stderr}");
 }

@@ -21,12 +21,17 @@ pub struct Harness {
     pub shutdown: CancellationToken,
     pub broker: Option<JoinHandle<()>>,
     pub pools: std::sync::Arc<pgbroker::pool::Pools>,
+    /// The HTTP endpoint (/metrics, /readyz, …).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A broker config pointed at `cluster`, listening on a free port, user app/app.
 pub fn config_for(cluster: &Cluster) -> Config {
     let mut config = Config::default();
     config.listen.addr = "127.0.0.1:0".into();
+    config.listen.metrics_addr = "127.0.0.1:0".into();
+    // One backend check at start; the readiness tests set their own interval.
+    config.backend.health_interval = Duration::from_secs(3600);
     config.pool.size = 4;
     config.pool.borrow_timeout = Duration::from_secs(5);
     cluster.configure(&mut config);
@@ -61,6 +66,7 @@ impl Harness {
         let addr = broker.local_addr().unwrap();
         let shutdown = broker.shutdown_token();
         let pools = broker.pools();
+        let metrics = broker.metrics_addr();
         let handle = tokio::spawn(broker.run_until(std::future::pending()));
         Harness {
             cluster,
@@ -68,6 +74,7 @@ impl Harness {
             shutdown,
             broker: Some(handle),
             pools,
+            metrics,
         }
     }
 
@@ -108,7 +115,7 @@ impl Harness {
     pub async fn server_connections(&self, direct: &Client) -> i64 {
         let row = direct
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND backend_type = 'client backend'",
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND backend_type = 'client backend' AND application_name <> 'pgbroker health check'",
                 &[],
             )
             .await

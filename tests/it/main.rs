@@ -9,6 +9,7 @@ mod cli;
 mod common;
 mod endings;
 mod extended;
+mod observe;
 mod pooling;
 mod protocol;
 mod raw;

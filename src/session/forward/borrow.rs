@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use super::{Hold, Link, Session};
 use crate::config::PoolMode;
-use crate::error::{BorrowError, ClientMessage, ServerError, SessionError};
-use crate::limits::Limits;
+use crate::error::{BorrowError, CapError, ClientMessage, ServerError, SessionError};
+use crate::limits::{CapKind, Limits};
 use crate::pool::{Borrowed, Pool};
 use crate::protocol::write;
 use crate::reaper::Phase;
@@ -31,6 +31,7 @@ impl Session<'_> {
         // Caps first (function, then account), then the pool, all within one borrow
         // timeout. The waits are cancel-safe: at the end of the grace period a waiter
         // leaves every queue it is in.
+        let asked = Instant::now();
         let permits = tokio::select! {
             got = Limits::acquire(&self.slot, deadline) => got,
             () = self.shared.abort.cancelled() => return Err(SessionError::Shutdown),
@@ -39,7 +40,16 @@ impl Session<'_> {
         let mut permits = match permits {
             Ok(permits) => permits,
             Err(e) => {
-                tracing::debug!(error = %e, "cap reached");
+                let cap = match e {
+                    CapError::Queue { .. } => "function queue",
+                    CapError::AccountBusy { .. } => "account",
+                    _ => "function",
+                };
+                // A full queue refuses at once: there was no wait to record.
+                if !matches!(e, CapError::Queue { .. }) {
+                    self.record_wait(asked);
+                }
+                self.refused(cap, &e);
                 self.fail_statement(tag, &e.client_message());
                 return Ok(false);
             }
@@ -53,11 +63,18 @@ impl Session<'_> {
             Ok(conn) => conn,
             Err(BorrowError::Closed) => return Err(SessionError::Shutdown),
             Err(e) => {
-                tracing::debug!(error = %e, "borrow failed");
+                if let BorrowError::PoolFull { .. } = e {
+                    self.slot.function.reject(CapKind::Pool);
+                    self.record_wait(asked);
+                    self.refused("pool", &e);
+                } else {
+                    tracing::warn!(error = %e, "no server connection for a transaction");
+                }
                 self.fail_statement(tag, &e.client_message(false));
                 return Ok(false);
             }
         };
+        self.record_wait(asked);
         permits.borrowed();
         let mut conn = self.apply_params(conn).await?;
         self.validated = true;
@@ -72,9 +89,27 @@ impl Session<'_> {
         Ok(true)
     }
 
+    /// Records a borrow's wait (granted or timed out) in its function's histogram.
+    fn record_wait(&self, asked: Instant) {
+        let wait = asked.elapsed().as_secs_f64();
+        self.slot.function.metrics.borrow_wait.record(wait);
+    }
+
+    /// Logs a transaction a cap refused (the count is kept by the counting service).
+    fn refused(&self, cap: &'static str, error: &dyn std::fmt::Display) {
+        tracing::warn!(
+            account = %self.slot.account.name,
+            function = %self.slot.function.name,
+            cap,
+            %error,
+            "cap reached: transaction refused"
+        );
+    }
+
     /// Reports a statement-level error the way Postgres would: at once, then ReadyForQuery
     /// for a simple Query (or a lone Sync), or after skipping to the next Sync otherwise.
     fn fail_statement(&mut self, tag: u8, message: &ClientMessage) {
+        self.shared.metrics.error(&message.code);
         write::error_response(
             &mut self.io.wbuf,
             message.severity,

@@ -14,7 +14,8 @@ use super::{Greeted, Shared};
 use crate::cancel::CancelKey;
 use crate::error::{FrameError, ServerError, SessionError};
 use crate::limits::{ClientSlot, Permits};
-use crate::pool::{Borrowed, Pool};
+use crate::metrics::Reaped;
+use crate::pool::{Borrowed, Heard, Pool};
 use crate::protocol::query::PinReason;
 use crate::protocol::write;
 use crate::protocol::Header;
@@ -22,6 +23,9 @@ use crate::reaper::{Phase, Reason, Registration};
 
 mod borrow;
 mod release;
+mod tally;
+
+pub use tally::Tally;
 
 /// Past this many bytes queued for one side, the loop stops reading from the other.
 const HIGH_WATER: usize = 256 * 1024;
@@ -53,7 +57,8 @@ enum Link {
 }
 
 /// How a client left.
-enum Goodbye {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Goodbye {
     /// It sent Terminate.
     Terminate,
     /// Its connection closed without one.
@@ -91,6 +96,8 @@ pub struct Session<'a> {
     /// A server accepted this client's settings once: later replays go ahead of its
     /// messages without waiting for a round trip.
     validated: bool,
+    /// Its transactions, for metrics and the closing log line.
+    tally: Tally,
 }
 
 impl<'a> Session<'a> {
@@ -109,17 +116,19 @@ impl<'a> Session<'a> {
             reg: shared.clients.register(),
             slot: greeted.slot,
             permits: None,
+            tally: Tally::default(),
         }
     }
 
-    /// Serves the client until it leaves, then releases its server connection.
-    pub async fn run(mut self) -> Result<(), SessionError> {
+    /// Serves the client until it leaves, then releases its server connection. Returns
+    /// how it left and its counts.
+    pub async fn run(mut self) -> (Result<Goodbye, SessionError>, Tally) {
         let result = self.pump().await;
         // After Terminate, what the client sent before it runs to its end, as in Postgres;
         // a client that vanished (or failed) has its statement cancelled.
         let said_goodbye = matches!(result, Ok(Goodbye::Terminate));
         self.finish(!said_goodbye).await;
-        result.map(|_| ())
+        (result, self.tally)
     }
 
     async fn pump(&mut self) -> Result<Goodbye, SessionError> {
@@ -153,18 +162,31 @@ impl<'a> Session<'a> {
                 Event::Shutdown => return Err(SessionError::Shutdown),
                 Event::Rung => {
                     let limits = &self.shared.config.reaper;
-                    match self.reg.watch.due(std::time::Instant::now(), limits) {
-                        Some(Reason::ClientIdle(after)) => {
-                            return Err(SessionError::ClientIdle { after })
-                        }
-                        Some(Reason::IdleInTransaction(after)) => {
-                            return Err(SessionError::IdleInTransaction { after })
-                        }
-                        None => {}
+                    if let Some(reason) = self.reg.watch.due(std::time::Instant::now(), limits) {
+                        return Err(self.reaped(reason));
                     }
                 }
             }
         }
+    }
+
+    /// Counts and logs a reap; the error ends the session.
+    fn reaped(&self, reason: Reason) -> SessionError {
+        let (kind, error) = match reason {
+            Reason::ClientIdle(after) => (Reaped::ClientIdle, SessionError::ClientIdle { after }),
+            Reason::IdleInTransaction(after) => (
+                Reaped::IdleInTransaction,
+                SessionError::IdleInTransaction { after },
+            ),
+        };
+        self.shared.metrics.reaped(kind, 1);
+        tracing::warn!(
+            account = %self.slot.account.name,
+            function = %self.slot.function.name,
+            reason = kind.as_str(),
+            "reaped a silent client"
+        );
+        error
     }
 
     /// Where the session stands, for the reaper.
@@ -285,13 +307,20 @@ impl<'a> Session<'a> {
                 conn.forget_extras();
             }
             if let Some(reason) = effects.pin {
+                let (account, function) = (&self.slot.account.name, &self.slot.function.name);
                 tracing::debug!(
+                    %account,
+                    %function,
                     reason = reason.as_str(),
                     "session pinned to its server connection"
                 );
+                self.shared
+                    .metrics
+                    .pinned(account, function, reason.as_str());
                 *hold = Hold::Pinned(reason);
             }
         }
+        self.tally.sent(tag, &self.slot.function.metrics);
         conn.sent(tag, &self.io.rbuf[..len]);
         self.to_server.extend_from_slice(&self.io.rbuf[..len]);
         self.io.rbuf.advance(len);
@@ -312,11 +341,18 @@ impl<'a> Session<'a> {
         let Link::Held(conn, _) = &mut self.link else {
             return Ok(());
         };
-        let params = &mut self.params;
-        conn.forward_into(&mut self.io.wbuf, |name, value| {
-            params.reported_by_server(name, value)
+        let (params, tally) = (&mut self.params, &mut self.tally);
+        let (function, metrics) = (&self.slot.function.metrics, &self.shared.metrics);
+        conn.forward_into(&mut self.io.wbuf, |heard| match heard {
+            Heard::Param(name, value) => params.reported_by_server(name, value),
+            Heard::Error(code) => metrics.error(code),
+            Heard::Ready(b'I') => tally.ended(function),
+            Heard::Ready(_) => {}
         })
         .map_err(ServerError::from)?;
+        if conn.position.outstanding > 0 {
+            tally.pipelined();
+        }
         if let Some(ServerError::Statement { code, message, .. }) = conn.take_prelude_error() {
             conn.forget_extras();
             return Err(SessionError::Parameter { code, message });

@@ -1,0 +1,74 @@
+//! A one-row query on a server connection the broker holds for itself (the backend check),
+//! read with the same framing as everything else.
+
+use bytes::{Buf, BytesMut};
+
+use super::conn::{statement_error, ServerConn};
+use crate::error::{FrameError, ServerError};
+use crate::protocol::frame::{read_i32, whole_frame};
+use crate::protocol::write;
+
+impl ServerConn {
+    /// Runs `sql` (simple protocol) and returns the text values of its first row (`None`
+    /// for NULL; no row gives an empty list). Not cancel-safe.
+    pub async fn query_row(
+        &mut self,
+        sql: &str,
+        what: &'static str,
+    ) -> Result<Vec<Option<String>>, ServerError> {
+        let mut out = BytesMut::new();
+        write::query(&mut out, sql);
+        self.send(&out).await?;
+        self.position.sent(b'Q');
+        let (mut row, mut failure) = (None, None);
+        while !self.position.is_quiet() {
+            let Some((header, body)) = whole_frame(&self.rbuf)? else {
+                self.fill().await?;
+                continue;
+            };
+            let len = header.frame_len();
+            self.position.received(header.tag, body);
+            match header.tag {
+                b'D' if row.is_none() => row = Some(data_row(body)?),
+                b'E' if failure.is_none() => failure = Some(statement_error(what, body)),
+                _ => {}
+            }
+            self.rbuf.advance(len);
+        }
+        failure.map_or(Ok(row.unwrap_or_default()), Err)
+    }
+}
+
+/// The text values of a DataRow body.
+fn data_row(body: &[u8]) -> Result<Vec<Option<String>>, FrameError> {
+    const MALFORMED: FrameError = FrameError::Malformed {
+        what: "DataRow column",
+    };
+    let (count, mut rest) = body.split_first_chunk::<2>().ok_or(MALFORMED)?;
+    let mut values = Vec::new();
+    for _ in 0..u16::from_be_bytes(*count) {
+        let (len, tail) = read_i32(rest)?;
+        let Ok(len) = usize::try_from(len) else {
+            values.push(None);
+            rest = tail;
+            continue;
+        };
+        let value = tail.get(..len).ok_or(MALFORMED)?;
+        values.push(Some(String::from_utf8_lossy(value).into_owned()));
+        rest = &tail[len..];
+    }
+    Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_text_and_null_columns_and_rejects_truncation() {
+        let body = b"\x00\x02\x00\x00\x00\x03100\xff\xff\xff\xff";
+        assert_eq!(data_row(body).unwrap(), vec![Some("100".to_owned()), None]);
+        assert!(data_row(b"\x00\x01\x00\x00\x00\x09abc").is_err());
+        assert!(data_row(b"\x00").is_err());
+    }
+}
