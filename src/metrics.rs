@@ -51,6 +51,8 @@ pub const POOL_SIZE: &str = "pgbroker_pool_size";
 /// Client backends connected to Postgres (everyone's, not only the broker's), from the
 /// latest backend check.
 pub const BACKEND_CONNECTIONS: &str = "pgbroker_backend_connections";
+/// 1 while the broker is ready (what /readyz answers), else 0.
+pub const BACKEND_READY: &str = "pgbroker_backend_ready";
 /// Postgres' max_connections, from the latest backend check.
 pub const BACKEND_MAX_CONNECTIONS: &str = "pgbroker_backend_max_connections";
 /// Errors clients were sent (the broker's own and the server's), by SQLSTATE.
@@ -79,6 +81,7 @@ const HELP: &[(&str, &str)] = &[
     (POOL_SIZE, "Most server connections a pool may open (pool.size)."),
     (BACKEND_CONNECTIONS, "Client backends connected to Postgres, the broker's and everyone else's (pg_stat_activity, at the latest backend check)."),
     (BACKEND_MAX_CONNECTIONS, "Postgres' max_connections (at the latest backend check)."),
+    (BACKEND_READY, "1 while a backend check passed within two backend.health_intervals and the broker is not shutting down (what /readyz answers), else 0."),
     (ERRORS, "ErrorResponses sent to clients, the broker's own and those forwarded from Postgres, by SQLSTATE."),
 ];
 
@@ -177,7 +180,7 @@ pub struct Metrics {
     handle: PrometheusHandle,
     reaped: [Counter; 4],
     logins_in_flight: Gauge,
-    backend: [Gauge; 2],
+    backend: [Gauge; 3],
     errors: Mutex<HashMap<String, Counter>>,
 }
 
@@ -212,7 +215,7 @@ impl Metrics {
             handle: recorder.handle(),
             reaped,
             logins_in_flight: recorder.register_gauge(&Key::from_name(LOGINS_IN_FLIGHT), &METADATA),
-            backend: [BACKEND_CONNECTIONS, BACKEND_MAX_CONNECTIONS]
+            backend: [BACKEND_CONNECTIONS, BACKEND_MAX_CONNECTIONS, BACKEND_READY]
                 .map(|name| recorder.register_gauge(&Key::from_name(name), &METADATA)),
             errors: Mutex::new(HashMap::new()),
             recorder,
@@ -221,38 +224,33 @@ impl Metrics {
 
     /// Registers the handles of (account, function).
     pub fn function(&self, account: &str, function: &str) -> FunctionMetrics {
-        let r = &self.recorder;
-        let labels = [("account", account), ("function", function)];
-        let state = |state| {
-            let labels = [labels[0], labels[1], ("state", state)];
-            r.register_gauge(&key(CLIENT_CONNECTIONS, &labels), &METADATA)
+        let l = Labeled {
+            recorder: &self.recorder,
+            labels: [("account", account), ("function", function)],
         };
-        let cap = |cap| counter(r, CAP_REJECTIONS, &[labels[0], labels[1], ("cap", cap)]);
         FunctionMetrics {
-            transactions: counter(r, TRANSACTIONS, &labels),
-            queries: counter(r, QUERIES, &labels),
-            borrow_wait: r.register_histogram(&key(BORROW_WAIT, &labels), &METADATA),
-            transaction_seconds: r
-                .register_histogram(&key(TRANSACTION_SECONDS, &labels), &METADATA),
-            clients: ["active", "waiting", "idle"].map(state),
-            rejections: CAP_LABELS.map(cap),
+            transactions: l.counter(TRANSACTIONS, None),
+            queries: l.counter(QUERIES, None),
+            borrow_wait: l.histogram(BORROW_WAIT),
+            transaction_seconds: l.histogram(TRANSACTION_SECONDS),
+            clients: ["active", "waiting", "idle"]
+                .map(|state| l.gauge(CLIENT_CONNECTIONS, Some(("state", state)))),
+            rejections: CAP_LABELS.map(|cap| l.counter(CAP_REJECTIONS, Some(("cap", cap)))),
         }
     }
 
     /// Registers the handles of the (database, user) pool.
     pub fn pool(&self, database: &str, user: &str) -> PoolMetrics {
-        let r = &self.recorder;
-        let labels = [("database", database), ("user", user)];
-        let state = |state| {
-            let labels = [labels[0], labels[1], ("state", state)];
-            r.register_gauge(&key(SERVER_CONNECTIONS, &labels), &METADATA)
+        let l = Labeled {
+            recorder: &self.recorder,
+            labels: [("database", database), ("user", user)],
         };
         PoolMetrics {
-            connects: counter(r, SERVER_CONNECTS, &labels),
-            connect_seconds: r.register_histogram(&key(SERVER_CONNECT_SECONDS, &labels), &METADATA),
-            active: state("active"),
-            idle: state("idle"),
-            size: r.register_gauge(&key(POOL_SIZE, &labels), &METADATA),
+            connects: l.counter(SERVER_CONNECTS, None),
+            connect_seconds: l.histogram(SERVER_CONNECT_SECONDS),
+            active: l.gauge(SERVER_CONNECTIONS, Some(("state", "active"))),
+            idle: l.gauge(SERVER_CONNECTIONS, Some(("state", "idle"))),
+            size: l.gauge(POOL_SIZE, None),
         }
     }
 
@@ -280,6 +278,11 @@ impl Metrics {
     pub fn backend_connections(&self, connections: f64, max_connections: f64) {
         self.backend[0].set(connections);
         self.backend[1].set(max_connections);
+    }
+
+    /// Sets whether the broker is ready (before a scrape).
+    pub fn backend_ready(&self, ready: bool) {
+        self.backend[2].set(if ready { 1.0 } else { 0.0 });
     }
 
     /// Counts an error sent to a client. Codes that are not five SQLSTATE characters, and
@@ -331,6 +334,37 @@ fn builder() -> PrometheusBuilder {
                 .set_buckets_for_metric(Matcher::Full(name.to_owned()), values)
                 .unwrap_or_else(|_| unreachable!("bucket lists are not empty"))
         })
+}
+
+/// Registers metrics of one label pair (account and function, database and user), with
+/// one more label where a metric has it.
+struct Labeled<'a> {
+    recorder: &'a PrometheusRecorder,
+    labels: [(&'static str, &'a str); 2],
+}
+
+type Extra<'a> = Option<(&'static str, &'a str)>;
+
+impl Labeled<'_> {
+    fn key(&self, name: &'static str, extra: Extra<'_>) -> Key {
+        let [a, b] = self.labels;
+        match extra {
+            Some(c) => key(name, &[a, b, c]),
+            None => key(name, &[a, b]),
+        }
+    }
+
+    fn counter(&self, name: &'static str, extra: Extra<'_>) -> Counter {
+        (self.recorder).register_counter(&self.key(name, extra), &METADATA)
+    }
+
+    fn gauge(&self, name: &'static str, extra: Extra<'_>) -> Gauge {
+        (self.recorder).register_gauge(&self.key(name, extra), &METADATA)
+    }
+
+    fn histogram(&self, name: &'static str) -> Histogram {
+        (self.recorder).register_histogram(&self.key(name, None), &METADATA)
+    }
 }
 
 fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {

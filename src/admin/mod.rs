@@ -66,6 +66,7 @@ impl Admin {
             "/metrics" => {
                 self.limits.publish();
                 self.pools.publish();
+                self.metrics.backend_ready(self.ready().is_ok());
                 reply(StatusCode::OK, PROMETHEUS, self.metrics.render())
             }
             "/healthz" => reply(StatusCode::OK, TEXT, "ok\n".into()),

@@ -67,48 +67,82 @@ fn scram_secret_reads_stdin() {
     assert_eq!(again.stored_key, parsed.stored_key);
 }
 
+/// A free TCP port on 127.0.0.1.
+fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
+}
+
+/// The binary running on a config of its own, with JSON logs on a piped stderr.
+struct Running {
+    child: tokio::process::Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Running {
+    /// Runs the binary on `[listen]` (a free port, metrics on a free port too) followed by
+    /// `rest` of a config; `RUST_LOG` as given.
+    fn start(name: &str, rest: &str, log: &str) -> Running {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("pgbroker-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("config.toml");
+        let listen =
+            format!("[listen]\naddr = \"127.0.0.1:{port}\"\nmetrics_addr = \"127.0.0.1:0\"\n");
+        std::fs::write(&config, listen + rest).unwrap();
+        let child = tokio::process::Command::new(BIN)
+            .args(["--log-format", "json", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", log)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Running { child, port, dir }
+    }
+
+    /// A client through it once it listens.
+    async fn connect(&self, url: &str) -> tokio_postgres::Client {
+        let url = format!("host=127.0.0.1 port={} {url}", self.port);
+        loop {
+            match connect_url(&url).await {
+                Ok(client) => return client,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    fn sigterm(&self) {
+        let pid = self.child.id().unwrap().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero() {
     let cluster = cluster(20).await;
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let dir = std::env::temp_dir().join(format!("pgbroker-sigterm-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[listen]\naddr = \"127.0.0.1:{port}\"\nmetrics_addr = \"127.0.0.1:0\"\n[backend]\nport = {}\n[[users]]\nname = \"app\"\npassword = \"app\"\n",
-            cluster.port()
-        ),
-    )
-    .unwrap();
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["--log-format", "json", "--config", config.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let url = format!("host=127.0.0.1 port={port} user=app password=app dbname=app");
-    let client = loop {
-        match connect_url(&url).await {
-            Ok(client) => break client,
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
+    let rest = format!(
+        "[backend]\nport = {}\n[[users]]\nname = \"app\"\npassword = \"app\"\n",
+        cluster.port()
+    );
+    let mut broker = Running::start("sigterm", &rest, "info");
+    let client = broker.connect("user=app password=app dbname=app").await;
     assert_eq!(scalar(&client, "SELECT 1").await, "1");
-    let pid = child.id().unwrap().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+    broker.sigterm();
+    let status = tokio::time::timeout(Duration::from_secs(20), broker.child.wait())
         .await
         .unwrap()
         .unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(status.code(), Some(0));
     let err = client.simple_query("SELECT 1").await.unwrap_err();
     assert!(
@@ -120,12 +154,6 @@ async fn sigterm_drains_and_exits_zero() {
     );
 }
 
-/// A free TCP port on 127.0.0.1.
-fn free_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    probe.local_addr().unwrap().port()
-}
-
 #[tokio::test]
 async fn json_logs_name_each_session_and_never_a_password() {
     const SECRET: &str = "Zq8-never-in-a-log";
@@ -134,57 +162,35 @@ async fn json_logs_name_each_session_and_never_a_password() {
         .create_login("logtest", SECRET, "app")
         .await
         .unwrap();
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!("pgbroker-logs-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[listen]\naddr = \"127.0.0.1:{port}\"\nmetrics_addr = \"127.0.0.1:0\"\n\
-             [backend]\nport = {}\n\
-             [[users]]\nname = \"logtest\"\npassword = \"{SECRET}\"\naccount = \"acme\"\n\
-             [accounts.acme.functions.orders]\nmax_clients = 1\n",
-            cluster.port()
-        ),
-    )
-    .unwrap();
-    let mut child = tokio::process::Command::new(BIN)
-        .args(["--log-format", "json", "--config", config.to_str().unwrap()])
-        .env("RUST_LOG", "trace")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let rest = format!(
+        "[backend]\nport = {}\n\
+         [[users]]\nname = \"logtest\"\npassword = \"{SECRET}\"\naccount = \"acme\"\n\
+         [accounts.acme.functions.orders]\nmax_clients = 1\n",
+        cluster.port()
+    );
+    let mut broker = Running::start("logs", &rest, "trace");
     let url = |password: &str| {
-        format!("host=127.0.0.1 port={port} user=logtest password={password} dbname=app application_name=orders")
+        format!("user=logtest password={password} dbname=app application_name=orders")
     };
-    let client = loop {
-        match connect_url(&url(SECRET)).await {
-            Ok(client) => break client,
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
+    let client = broker.connect(&url(SECRET)).await;
+    let port = broker.port;
+    let direct = |password: &str| format!("host=127.0.0.1 port={port} {}", url(password));
     scalar(&client, "SELECT 1").await;
     scalar(&client, "SELECT 2").await;
     assert!(
-        connect_url(&url(SECRET)).await.is_err(),
+        connect_url(&direct(SECRET)).await.is_err(),
         "orders allows one client"
     );
     drop(client);
-    assert!(connect_url(&url("wrong")).await.is_err());
+    assert!(connect_url(&direct("wrong")).await.is_err());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let pid = child.id().unwrap().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    broker.sigterm();
     let mut stderr = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr)
+    let mut pipe = broker.child.stderr.take().unwrap();
+    tokio::io::AsyncReadExt::read_to_string(&mut pipe, &mut stderr)
         .await
         .unwrap();
-    child.wait().await.unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
+    broker.child.wait().await.unwrap();
     assert!(!stderr.contains(SECRET), "a password reached the logs");
     let lines: Vec<serde_json::Value> = stderr
         .lines()

@@ -289,8 +289,11 @@ async fn readyz_follows_the_backend() {
     let s = Scrape::take(metrics).await;
     assert_eq!(s.sum("pgbroker_backend_max_connections", &[]), 100.0);
     assert!(s.sum("pgbroker_backend_connections", &[]) >= 1.0);
+    assert_eq!(s.sum("pgbroker_backend_ready", &[]), 1.0);
     h.cluster.stop().unwrap();
     assert!(eventually(Duration::from_secs(10), || status_is(503)).await);
+    let s = Scrape::take(metrics).await;
+    assert_eq!(s.sum("pgbroker_backend_ready", &[]), 0.0);
     let (_, reason) = http_get(metrics, "/readyz").await;
     assert!(reason.contains("backend check failed"), "{reason}");
     assert_eq!(
@@ -387,4 +390,43 @@ async fn invented_application_names_share_the_other_label() {
         assert!(s.values(name, "function").len() <= 11, "{name}");
     }
     assert_eq!(s.sum("pgbroker_transactions_total", &[]), total as f64);
+}
+
+#[tokio::test]
+async fn dashboard_and_readme_alerts_use_only_exported_metrics() {
+    let h = Harness::start(|_| {}).await;
+    let client = h.connect().await;
+    // Counters with a label from the event appear once there is one.
+    assert!(client.simple_query("SELECT 1/0").await.is_err());
+    client.batch_execute("LISTEN pinned").await.unwrap();
+    let (_, body) = http_get(h.metrics.unwrap(), "/metrics").await;
+    let exported: BTreeSet<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let root = env!("CARGO_MANIFEST_DIR");
+    for file in ["examples/grafana-dashboard.json", "README.md"] {
+        let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        let mut used = 0;
+        for (at, _) in text.match_indices("pgbroker_") {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            if name == "pgbroker_" || name.starts_with("pgbroker_auth") {
+                continue;
+            }
+            let base = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            assert!(
+                exported.contains(base),
+                "{file} uses {name}, which is not exported"
+            );
+            used += 1;
+        }
+        assert!(used > 5, "{file} names metrics");
+    }
 }
