@@ -20,6 +20,7 @@
 //! - [`admin`]: the HTTP endpoint (/metrics, /healthz, /readyz, /status), the backend
 //!   check behind readiness, and the metric upkeep.
 //! - [`server`]: the [`Broker`]: accept loop, task tracker, bounded drain on shutdown.
+//! - [`throttle`]: rate limits for warnings a storm would repeat.
 //! - [`sandbox`]: a throwaway Postgres cluster for `demo`, the tests and the benches.
 //!
 //! Data flow of one client: accept → startup → authenticate → greet (pool's parameters,
@@ -45,6 +46,7 @@ pub mod reaper;
 pub mod sandbox;
 pub mod server;
 pub mod session;
+pub mod throttle;
 
 pub use config::Config;
 pub use error::Error;

@@ -210,6 +210,15 @@ impl Metrics {
                 recorder.describe_gauge(name, None, help);
             }
         }
+        let errors = crate::error::client::BROKER_SQLSTATES
+            .iter()
+            .map(|&code| {
+                (
+                    code.to_owned(),
+                    counter(&recorder, ERRORS, &[("sqlstate", code)]),
+                )
+            })
+            .collect();
         let reaped = REAP_REASONS.map(|r| counter(&recorder, REAPED, &[("reason", r.as_str())]));
         Metrics {
             handle: recorder.handle(),
@@ -217,7 +226,7 @@ impl Metrics {
             logins_in_flight: recorder.register_gauge(&Key::from_name(LOGINS_IN_FLIGHT), &METADATA),
             backend: [BACKEND_CONNECTIONS, BACKEND_MAX_CONNECTIONS, BACKEND_READY]
                 .map(|name| recorder.register_gauge(&Key::from_name(name), &METADATA)),
-            errors: Mutex::new(HashMap::new()),
+            errors: Mutex::new(errors),
             recorder,
         }
     }
@@ -286,7 +295,8 @@ impl Metrics {
     }
 
     /// Counts an error sent to a client. Codes that are not five SQLSTATE characters, and
-    /// codes past [`MAX_SQLSTATES`] distinct ones, are counted as [`OTHER`].
+    /// codes past [`MAX_SQLSTATES`] distinct ones, are counted as [`OTHER`]; the broker's
+    /// own codes are registered up front, so they always keep their label.
     pub fn error(&self, sqlstate: &str) {
         let mut errors = self.errors.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(counter) = errors.get(sqlstate) {
@@ -407,11 +417,17 @@ mod tests {
             "pgbroker_borrow_wait_seconds_bucket{account=\"acme\",function=\"orders\",le=\"0.00025\"} 1"
         ));
         assert!(text.contains("pgbroker_reaped_total{reason=\"server_idle\"} 2"));
-        assert!(text.contains("pgbroker_errors_total{sqlstate=\"other\"} 11"));
+        metrics.error("53300");
+        assert!(text.contains("pgbroker_errors_total{sqlstate=\"00005\"} 1"));
         let codes = text
             .lines()
             .filter(|l| l.starts_with("pgbroker_errors_total{"))
             .count();
         assert_eq!(codes, MAX_SQLSTATES + 1);
+        let text = metrics.render();
+        assert!(
+            text.contains("pgbroker_errors_total{sqlstate=\"53300\"} 1"),
+            "the broker's own codes keep their label past the bound"
+        );
     }
 }

@@ -76,6 +76,7 @@ impl Broker {
             limits: Arc::new(Limits::new(Arc::clone(&config), Arc::clone(&metrics))),
             pools: Arc::new(Pools::new(backend, options, gate, Arc::clone(&metrics))),
             metrics,
+            warnings: Default::default(),
             config,
             users,
             default_method,
@@ -150,10 +151,10 @@ impl Broker {
             stop.clone(),
         ));
         tasks.spawn(admin::upkeep(Arc::clone(&shared.metrics), stop.clone()));
-        let health = Arc::clone(&self.health);
-        let stop_health = stop.clone();
-        tasks.spawn(async move { health.run(stop_health).await });
+        // The backend check serves /readyz and /status only: no endpoint, no check.
         if let Some(listener) = self.admin.take() {
+            let (health, stop_health) = (Arc::clone(&self.health), stop.clone());
+            tasks.spawn(async move { health.run(stop_health).await });
             let admin = Admin {
                 metrics: Arc::clone(&shared.metrics),
                 limits: Arc::clone(&shared.limits),
@@ -161,6 +162,7 @@ impl Broker {
                 health: Arc::clone(&self.health),
                 started: Instant::now(),
                 shutdown: shared.shutdown.clone(),
+                rendering: tokio::sync::Semaphore::new(1),
             };
             tasks.spawn(admin::serve(listener, Arc::new(admin), stop.clone()));
         }

@@ -32,11 +32,12 @@ use crate::metrics::{Metrics, UPKEEP_INTERVAL};
 use crate::pool::Pools;
 pub use health::{Health, Probe};
 
-/// HTTP connections served at once; more wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 64;
+/// HTTP connections served at once; past it new ones are closed at once, so a probe fails
+/// fast instead of hanging in the backlog.
+const MAX_CONNECTIONS: usize = 128;
 
-/// A client must send its request headers within this.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client must send each request's headers within this (probes and scrapers do at once).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the endpoint reports on.
 #[derive(Debug)]
@@ -53,34 +54,47 @@ pub struct Admin {
     pub started: Instant,
     /// Cancelled when shutdown starts (readiness turns 503).
     pub shutdown: CancellationToken,
+    /// One render of /metrics at a time: a flood of scrapes queues instead of taking every
+    /// core from the forwarding.
+    pub rendering: tokio::sync::Semaphore,
 }
 
 type Reply = Response<Full<Bytes>>;
 
 impl Admin {
-    fn respond(&self, request: &Request<Incoming>) -> Reply {
+    async fn respond(self: Arc<Self>, request: Request<Incoming>) -> Reply {
         if !matches!(*request.method(), Method::GET | Method::HEAD) {
             return reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "only GET\n".into());
         }
         match request.uri().path() {
-            "/metrics" => {
-                self.limits.publish();
-                self.pools.publish();
-                self.metrics.backend_ready(self.ready().is_ok());
-                reply(StatusCode::OK, PROMETHEUS, self.metrics.render())
-            }
+            "/metrics" => reply(StatusCode::OK, PROMETHEUS, self.render().await),
             "/healthz" => reply(StatusCode::OK, TEXT, "ok\n".into()),
             "/readyz" => match self.ready() {
                 Ok(()) => reply(StatusCode::OK, TEXT, "ready\n".into()),
                 Err(reason) => reply(StatusCode::SERVICE_UNAVAILABLE, TEXT, reason + "\n"),
             },
-            "/status" => reply(StatusCode::OK, JSON, status::render(self)),
+            "/status" => reply(StatusCode::OK, JSON, status::render(&self)),
             _ => reply(
                 StatusCode::NOT_FOUND,
                 TEXT,
                 "not found: try /metrics, /healthz, /readyz or /status\n".into(),
             ),
         }
+    }
+
+    /// Sets the gauges and renders every metric, off the async threads (thousands of
+    /// functions make a render take tens of milliseconds), one render at a time.
+    async fn render(self: Arc<Self>) -> String {
+        let _turn = self.rendering.acquire().await;
+        let admin = Arc::clone(&self);
+        let rendered = tokio::task::spawn_blocking(move || {
+            admin.limits.publish();
+            admin.pools.publish();
+            admin.metrics.backend_ready(admin.ready().is_ok());
+            admin.metrics.render()
+        })
+        .await;
+        rendered.unwrap_or_else(|e| format!("# rendering failed: {e}\n"))
     }
 
     /// Ready: not shutting down, and the backend answered lately.
@@ -111,11 +125,6 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationT
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let tracker = TaskTracker::new();
     loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&slots).acquire_owned() => permit,
-            () = stop.cancelled() => break,
-        };
-        let Ok(permit) = permit else { break };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = stop.cancelled() => break,
@@ -127,6 +136,10 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationT
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            drop(stream);
+            continue;
         };
         let (admin, stop) = (Arc::clone(&admin), stop.clone());
         tracker.spawn(async move {
@@ -140,8 +153,8 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, stop: CancellationT
 
 async fn connection(stream: tokio::net::TcpStream, admin: Arc<Admin>, stop: CancellationToken) {
     let service = hyper::service::service_fn(move |request| {
-        let reply = admin.respond(&request);
-        async move { Ok::<_, Infallible>(reply) }
+        let admin = Arc::clone(&admin);
+        async move { Ok::<_, Infallible>(admin.respond(request).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

@@ -4,6 +4,13 @@
 use super::{BorrowError, CapError, LoginError, SessionError};
 use crate::protocol::write::Severity;
 
+/// Every SQLSTATE the broker itself chooses (the metrics keep a label for each of them,
+/// however many codes the server raises).
+pub const BROKER_SQLSTATES: &[&str] = &[
+    "08001", "08006", "08P01", "0A000", "25P03", "28000", "28P01", "3D000", "53300", "57P01",
+    "57P03", "57P05",
+];
+
 /// What a client is told about an error: the allowlist of words that leave the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientMessage {
@@ -219,6 +226,27 @@ impl SessionError {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_code_chosen_here_is_listed() {
+        let source = include_str!("client.rs");
+        let listed = source.split("pub const BROKER_SQLSTATES").nth(1).unwrap();
+        let (list, _) = listed.split_once("];").unwrap();
+        for (at, _) in source.match_indices('"') {
+            let code = source[at + 1..].split('"').next().unwrap_or("");
+            let sqlstate = code.len() == 5
+                && code
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+                && code.bytes().next().is_some_and(|b| b.is_ascii_digit());
+            if sqlstate {
+                assert!(
+                    list.contains(&format!("\"{code}\"")),
+                    "{code} is not listed"
+                );
+            }
+        }
+    }
+
     use super::*;
     use crate::auth::AuthError;
     use crate::error::FrameError;

@@ -325,5 +325,5 @@ pub enum Error {
     },
 }
 
-mod client;
+pub mod client;
 pub use client::ClientMessage;

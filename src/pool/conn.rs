@@ -198,7 +198,10 @@ impl ServerConn {
                     _ if ours => {}
                     (_, Some((name, value))) => heard(Heard::Param(name, value)),
                     (b'E', _) => heard(Heard::Error(sqlstate(body).unwrap_or_default())),
-                    (b'Z', _) => heard(Heard::Ready(self.position.status)),
+                    (b'Z', _) => heard(Heard::Ready {
+                        status: self.position.status,
+                        more: self.position.outstanding > 0,
+                    }),
                     _ => {}
                 }
             }
@@ -359,8 +362,14 @@ pub enum Heard<'a> {
     Param(&'a str, &'a str),
     /// An ErrorResponse with this SQLSTATE.
     Error(&'a str),
-    /// A ReadyForQuery with this transaction status.
-    Ready(u8),
+    /// A ReadyForQuery with this transaction status; `more` when pipelined messages
+    /// still await theirs.
+    Ready {
+        /// 'I', 'T' or 'E'.
+        status: u8,
+        /// More ReadyForQuery messages are owed.
+        more: bool,
+    },
 }
 
 /// Position and parameter bookkeeping for one whole server frame; returns a reported

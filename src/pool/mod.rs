@@ -9,7 +9,7 @@ mod query;
 pub mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use deadpool::managed::{self, PoolError, QueueMode, RecycleError, RecycleResult};
@@ -23,7 +23,7 @@ pub use state::Position;
 
 use crate::config::PoolSettings;
 use crate::error::{BorrowError, LoginError};
-use crate::metrics::PoolMetrics;
+use crate::metrics::{Metrics, PoolMetrics};
 
 /// The deadpool manager of one (database, user) pool.
 #[derive(Debug)]
@@ -38,8 +38,11 @@ pub struct Manager {
     /// When the pool was created, and its last borrow (ms after that), for spare_ttl.
     epoch: Instant,
     last_borrow_ms: AtomicU64,
-    /// Its metric handles.
-    metrics: PoolMetrics,
+    /// Where its metric handles come from.
+    registry: Arc<Metrics>,
+    /// Its metric handles, registered at its first successful login: a pool for a database
+    /// name a client made up never logs in, and leaves no labels behind.
+    metrics: OnceLock<PoolMetrics>,
 }
 
 impl managed::Manager for Manager {
@@ -52,8 +55,11 @@ impl managed::Manager for Manager {
         let conn = ServerConn::connect(&self.target).await;
         drop(in_flight);
         let conn = conn?;
-        self.metrics.connects.increment(1);
-        self.metrics
+        let metrics = self
+            .metrics
+            .get_or_init(|| (self.registry).pool(&self.target.database, &self.target.user));
+        metrics.connects.increment(1);
+        metrics
             .connect_seconds
             .record(started.elapsed().as_secs_f64());
         *self.baseline.lock().unwrap_or_else(PoisonError::into_inner) =
@@ -97,11 +103,12 @@ impl Pool {
         target: LoginTarget,
         options: &PoolOptions,
         gate: Arc<LoginGate>,
-        metrics: PoolMetrics,
+        registry: Arc<Metrics>,
     ) -> Pool {
         let manager = Manager {
             target,
-            metrics,
+            registry,
+            metrics: OnceLock::new(),
             gate,
             baseline: Mutex::new(None),
             baseline_fetch: tokio::sync::Mutex::new(()),
@@ -274,7 +281,9 @@ impl Pool {
     /// Sets its server connection gauges.
     pub fn publish(&self) {
         let status = self.status();
-        let metrics = &self.inner.manager().metrics;
+        let Some(metrics) = self.inner.manager().metrics.get() else {
+            return;
+        };
         metrics.idle.set(status.available as f64);
         metrics.size.set(status.max_size as f64);
         metrics

@@ -63,8 +63,8 @@ impl Pools {
                     secret: secret.clone(),
                     application_name: "",
                 };
-                let metrics = self.metrics.pool(database, user);
-                Pool::new(target, &self.options, Arc::clone(&self.gate), metrics)
+                let (gate, metrics) = (Arc::clone(&self.gate), Arc::clone(&self.metrics));
+                Pool::new(target, &self.options, gate, metrics)
             })
             .clone()
     }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{KeyCache, Secret};
 use crate::cancel::{CancelKey, CancelRegistry};
 use crate::config::{AuthMethod, Config, FunctionFrom};
-use crate::error::SessionError;
+use crate::error::{CapError, SessionError};
 use crate::pool::{Params, Pools};
 use crate::protocol::write;
 use params::ClientParams;
@@ -51,6 +51,8 @@ pub struct Shared {
     pub limits: Arc<crate::limits::Limits>,
     /// The broker's metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Budgets of the warnings a storm would repeat.
+    pub warnings: crate::throttle::Warnings,
     /// Every client session, for the reaper's sweep.
     pub clients: Arc<crate::reaper::Clients>,
     /// Broker-issued cancel keys.
@@ -197,7 +199,17 @@ async fn handshake(
     let slot = shared
         .limits
         .admit(&entry.account, function)
-        .inspect_err(|error| tracing::warn!(%error, "cap reached: connection refused"))?;
+        .inspect_err(|error| {
+            let Some(suppressed) = shared.warnings.caps.allow() else {
+                return;
+            };
+            match error {
+                CapError::UnknownFunction { .. } => {
+                    tracing::warn!(%error, suppressed, "function not allowed: connection refused")
+                }
+                _ => tracing::warn!(%error, suppressed, "cap reached: connection refused"),
+            }
+        })?;
     let pool = shared.pools.get(&database, &user, &entry.secret);
     let baseline = match pool.baseline().await {
         Ok(baseline) => baseline,

@@ -163,7 +163,7 @@ async fn json_logs_name_each_session_and_never_a_password() {
         .await
         .unwrap();
     let rest = format!(
-        "[backend]\nport = {}\n\
+        "[backend]\nport = {}\nhealth_database = \"app\"\n\
          [[users]]\nname = \"logtest\"\npassword = \"{SECRET}\"\naccount = \"acme\"\n\
          [accounts.acme.functions.orders]\nmax_clients = 1\n",
         cluster.port()

@@ -205,7 +205,12 @@ async fn histograms_have_help_and_buckets_from_100_microseconds() {
     assert!(body.contains(
         "pgbroker_borrow_wait_seconds_bucket{account=\"app\",function=\"test\",le=\"0.0001\"}"
     ));
-    assert!(body.contains("le=\"5\"}"), "buckets reach seconds");
+    assert!(
+        body.contains(
+            "pgbroker_borrow_wait_seconds_bucket{account=\"app\",function=\"test\",le=\"5\"}"
+        ),
+        "borrow wait buckets reach seconds"
+    );
 }
 
 #[tokio::test]
@@ -429,4 +434,51 @@ async fn dashboard_and_readme_alerts_use_only_exported_metrics() {
         }
         assert!(used > 5, "{file} names metrics");
     }
+}
+
+#[tokio::test]
+async fn pipelined_transactions_are_each_timed() {
+    let h = Harness::start(|_| {}).await;
+    let client = h.connect_as("app", "app", "pipeline").await.unwrap();
+    // Polled together, tokio-postgres sends them back to back on one connection.
+    let queries =
+        (0..50).map(|i| client.simple_query(if i % 2 == 0 { "SELECT 1" } else { "SELECT 2" }));
+    for result in futures_util::future::join_all(queries).await {
+        result.unwrap();
+    }
+    let s = Scrape::take(h.metrics.unwrap()).await;
+    let f = [("function", "pipeline")];
+    assert_eq!(s.sum("pgbroker_transactions_total", &f), 50.0);
+    assert_eq!(s.sum("pgbroker_transaction_seconds_count", &f), 50.0);
+}
+
+#[tokio::test]
+async fn invented_database_names_leave_no_labels() {
+    let h = Harness::start(|_| {}).await;
+    for i in 0..20 {
+        let url = format!(
+            "host={} port={} user=app password=app dbname=invented{i}",
+            h.addr.ip(),
+            h.addr.port()
+        );
+        assert_eq!(sqlstate(&connect_url(&url).await.unwrap_err()), "3D000");
+    }
+    scalar(&h.connect().await, "SELECT 1").await;
+    let s = Scrape::take(h.metrics.unwrap()).await;
+    for name in [
+        "pgbroker_server_connections",
+        "pgbroker_pool_size",
+        "pgbroker_server_connects_total",
+        "pgbroker_server_connect_seconds_count",
+    ] {
+        let databases = s.values(name, "database");
+        assert_eq!(databases, BTreeSet::from(["app".to_owned()]), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn the_endpoint_can_be_turned_off() {
+    let h = Harness::start(|c| c.listen.metrics_addr = String::new()).await;
+    assert!(h.metrics.is_none());
+    scalar(&h.connect().await, "SELECT 1").await;
 }

@@ -63,12 +63,12 @@ impl Session<'_> {
             Ok(conn) => conn,
             Err(BorrowError::Closed) => return Err(SessionError::Shutdown),
             Err(e) => {
+                self.record_wait(asked);
                 if let BorrowError::PoolFull { .. } = e {
                     self.slot.function.reject(CapKind::Pool);
-                    self.record_wait(asked);
                     self.refused("pool", &e);
-                } else {
-                    tracing::warn!(error = %e, "no server connection for a transaction");
+                } else if let Some(suppressed) = self.shared.warnings.borrows.allow() {
+                    tracing::warn!(error = %e, suppressed, "no server connection for a transaction");
                 }
                 self.fail_statement(tag, &e.client_message(false));
                 return Ok(false);
@@ -97,11 +97,15 @@ impl Session<'_> {
 
     /// Logs a transaction a cap refused (the count is kept by the counting service).
     fn refused(&self, cap: &'static str, error: &dyn std::fmt::Display) {
+        let Some(suppressed) = self.shared.warnings.caps.allow() else {
+            return;
+        };
         tracing::warn!(
             account = %self.slot.account.name,
             function = %self.slot.function.name,
             cap,
             %error,
+            suppressed,
             "cap reached: transaction refused"
         );
     }

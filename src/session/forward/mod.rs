@@ -180,12 +180,15 @@ impl<'a> Session<'a> {
             ),
         };
         self.shared.metrics.reaped(kind, 1);
-        tracing::warn!(
-            account = %self.slot.account.name,
-            function = %self.slot.function.name,
-            reason = kind.as_str(),
-            "reaped a silent client"
-        );
+        if let Some(suppressed) = self.shared.warnings.reaps.allow() {
+            tracing::warn!(
+                account = %self.slot.account.name,
+                function = %self.slot.function.name,
+                reason = kind.as_str(),
+                suppressed,
+                "reaped a silent client"
+            );
+        }
         error
     }
 
@@ -346,13 +349,10 @@ impl<'a> Session<'a> {
         conn.forward_into(&mut self.io.wbuf, |heard| match heard {
             Heard::Param(name, value) => params.reported_by_server(name, value),
             Heard::Error(code) => metrics.error(code),
-            Heard::Ready(b'I') => tally.ended(function),
-            Heard::Ready(_) => {}
+            Heard::Ready { status: b'I', more } => tally.ended(function, more),
+            Heard::Ready { .. } => {}
         })
         .map_err(ServerError::from)?;
-        if conn.position.outstanding > 0 {
-            tally.pipelined();
-        }
         if let Some(ServerError::Statement { code, message, .. }) = conn.take_prelude_error() {
             conn.forget_extras();
             return Err(SessionError::Parameter { code, message });

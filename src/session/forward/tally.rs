@@ -26,22 +26,18 @@ impl Tally {
         }
     }
 
-    /// A ReadyForQuery 'I' reached the client: a transaction ended.
-    pub(super) fn ended(&mut self, metrics: &FunctionMetrics) {
+    /// A ReadyForQuery 'I' reached the client: a transaction ended. With `more` pipelined
+    /// messages owed, the next one started already.
+    pub(super) fn ended(&mut self, metrics: &FunctionMetrics, more: bool) {
         self.transactions += 1;
         metrics.transactions.increment(1);
+        let now = Instant::now();
         if let Some(started) = self.started.take() {
-            metrics
-                .transaction_seconds
-                .record(started.elapsed().as_secs_f64());
+            let held = now.saturating_duration_since(started);
+            metrics.transaction_seconds.record(held.as_secs_f64());
         }
-    }
-
-    /// More pipelined messages still await their ReadyForQuery: the next transaction has
-    /// already started.
-    pub(super) fn pipelined(&mut self) {
-        if self.started.is_none() {
-            self.started = Some(Instant::now());
+        if more {
+            self.started = Some(now);
         }
     }
 }
