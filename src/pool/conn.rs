@@ -10,9 +10,10 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::messages::{statement_error, Heard};
 use super::state::Position;
 use crate::error::{FrameError, ServerError};
-use crate::protocol::frame::{cstr, error_fields, sqlstate, whole_frame, Passthrough, Step};
+use crate::protocol::frame::{cstr, sqlstate, whole_frame, Passthrough, Step};
 use crate::protocol::write;
 
 /// Parameter name → value.
@@ -355,23 +356,6 @@ impl Drop for ServerConn {
     }
 }
 
-/// What [`ServerConn::forward_into`] passed on that a session keeps count of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Heard<'a> {
-    /// A ParameterStatus: name, value.
-    Param(&'a str, &'a str),
-    /// An ErrorResponse with this SQLSTATE.
-    Error(&'a str),
-    /// A ReadyForQuery with this transaction status; `more` when pipelined messages
-    /// still await theirs.
-    Ready {
-        /// 'I', 'T' or 'E'.
-        status: u8,
-        /// More ReadyForQuery messages are owed.
-        more: bool,
-    },
-}
-
 /// Position and parameter bookkeeping for one whole server frame; returns a reported
 /// parameter change.
 fn observe<'a>(
@@ -388,20 +372,4 @@ fn observe<'a>(
     let (value, _) = cstr(rest).ok()?;
     params.insert(name.to_owned(), value.to_owned());
     Some((name, value))
-}
-
-pub(super) fn statement_error(what: &'static str, body: &[u8]) -> ServerError {
-    let (mut code, mut message) = (String::new(), String::new());
-    for (field, value) in error_fields(body) {
-        match field {
-            b'C' => code = value.to_owned(),
-            b'M' => message = value.to_owned(),
-            _ => {}
-        }
-    }
-    ServerError::Statement {
-        what,
-        code,
-        message,
-    }
 }

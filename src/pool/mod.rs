@@ -4,8 +4,8 @@
 pub mod conn;
 pub mod gate;
 pub mod login;
+mod messages;
 mod pools;
-mod query;
 pub mod state;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use deadpool::managed::{self, PoolError, QueueMode, RecycleError, RecycleResult};
 use deadpool::Runtime;
 
-pub use conn::{CancelTarget, Ending, Heard, Params, ServerConn};
+pub use conn::{CancelTarget, Ending, Params, ServerConn};
 pub use gate::LoginGate;
 pub use login::LoginTarget;
+pub use messages::Heard;
 pub use pools::{BackendAddr, Pools};
 pub use state::Position;
 

@@ -1,12 +1,46 @@
-//! A one-row query on a server connection the broker holds for itself (the backend check),
-//! read with the same framing as everything else.
+//! The server messages the broker reads beyond framing: an ErrorResponse turned into a
+//! [`ServerError`], what forwarding passed on that a session counts ([`Heard`]), and a
+//! one-row query on a server connection the broker holds for itself (the backend check).
 
 use bytes::{Buf, BytesMut};
 
-use super::conn::{statement_error, ServerConn};
+use super::conn::ServerConn;
 use crate::error::{FrameError, ServerError};
-use crate::protocol::frame::{read_i32, whole_frame};
+use crate::protocol::frame::{error_fields, read_i32, whole_frame};
 use crate::protocol::write;
+
+/// What [`ServerConn::forward_into`] passed on that a session keeps count of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard<'a> {
+    /// A ParameterStatus: name, value.
+    Param(&'a str, &'a str),
+    /// An ErrorResponse with this SQLSTATE.
+    Error(&'a str),
+    /// A ReadyForQuery with this transaction status; `more` when pipelined messages
+    /// still await theirs.
+    Ready {
+        /// 'I', 'T' or 'E'.
+        status: u8,
+        /// More ReadyForQuery messages are owed.
+        more: bool,
+    },
+}
+
+pub(super) fn statement_error(what: &'static str, body: &[u8]) -> ServerError {
+    let (mut code, mut message) = (String::new(), String::new());
+    for (field, value) in error_fields(body) {
+        match field {
+            b'C' => code = value.to_owned(),
+            b'M' => message = value.to_owned(),
+            _ => {}
+        }
+    }
+    ServerError::Statement {
+        what,
+        code,
+        message,
+    }
+}
 
 impl ServerConn {
     /// Runs `sql` (simple protocol) and returns the text values of its first row (`None`
