@@ -68,6 +68,8 @@ async fn main() -> anyhow::Result<()> {
     let cluster = Cluster::start_with_app(ClusterOptions::default()).await?;
     let mut config = Config::default();
     config.listen.addr = "127.0.0.1:0".into();
+    // Metrics are recorded as in production; the endpoint takes a free port.
+    config.listen.metrics_addr = "127.0.0.1:0".into();
     config.pool.size = 8;
     cluster.configure(&mut config);
     let broker = Broker::bind(config).await?;
