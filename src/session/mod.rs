@@ -128,8 +128,8 @@ impl Summary {
         }
         tracing::info!(
             %peer,
-            account,
-            function,
+            %account,
+            %function,
             duration_ms,
             transactions = self.transactions,
             outcome = ended,
@@ -145,12 +145,13 @@ async fn run(
     summary: &mut Summary,
 ) -> Result<(), SessionError> {
     let timeout = shared.config.listen.startup_timeout;
-    let greeted = tokio::time::timeout(timeout, handshake(io, shared))
+    let greeted = tokio::time::timeout(timeout, handshake(io, shared, summary))
         .await
         .map_err(|_| SessionError::StartupTimeout(timeout))??;
     let Some(session) = greeted else {
         return Ok(());
     };
+    // Past the bound of tracked functions, the name the metrics use.
     let slot = &session.slot;
     summary.identity = Some((slot.account.name.clone(), slot.function.name.clone()));
     let (outcome, tally) = forward::Session::new(io, shared, session).run().await;
@@ -175,6 +176,7 @@ pub struct Greeted {
 async fn handshake(
     io: &mut ClientIo,
     shared: &Arc<Shared>,
+    summary: &mut Summary,
 ) -> Result<Option<Greeted>, SessionError> {
     let startup = match startup::open(io, shared).await? {
         Opening::Cancelled => return Ok(None),
@@ -196,6 +198,7 @@ async fn handshake(
             .unwrap_or("default"),
         FunctionFrom::User => user.as_str(),
     };
+    summary.identity = Some((entry.account.clone(), function.to_owned()));
     let slot = shared
         .limits
         .admit(&entry.account, function)
