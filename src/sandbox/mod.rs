@@ -215,6 +215,26 @@ impl Cluster {
         self.port
     }
 
+    /// `program` run by the account that runs PostgreSQL (never root), in this cluster's
+    /// temporary directory: for companions such as PgBouncer in the benchmarks.
+    pub fn companion(&self, program: &Path) -> std::process::Command {
+        self.pg.command(program, &self.root)
+    }
+
+    /// Writes `name` into this cluster's temporary directory, owned by PostgreSQL's
+    /// account; returns its path.
+    pub fn write_file(&self, name: &str, text: &str) -> Result<PathBuf> {
+        let path = self.root.join(name);
+        write_owned(&self.pg, &path, text)?;
+        Ok(path)
+    }
+
+    /// The postmaster's process id (from postmaster.pid), for CPU accounting.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        let pidfile = fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
+        pidfile.lines().next()?.trim().parse().ok()
+    }
+
     /// The data directory (inside the temporary directory that Drop removes).
     pub fn data_dir(&self) -> &Path {
         &self.data_dir

@@ -1,0 +1,174 @@
+//! The simulated function fleet: invocations written with tokio-postgres, as a function
+//! would, in the four shapes the harness compares.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, NoTls};
+
+use crate::targets::Target;
+
+/// The transaction of one invocation: a read by key, in one round trip.
+fn transaction(i: u64) -> String {
+    format!("SELECT v FROM kv WHERE k = {}", i % 10_000 + 1)
+}
+
+/// What a group of invocations did.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Invocations that completed.
+    pub done: u64,
+    /// Connect latencies, seconds.
+    pub connect: Vec<f64>,
+    /// Whole-invocation latencies (connect included where there is one), seconds.
+    pub invoke: Vec<f64>,
+    /// Failures by SQLSTATE (or "io" / "timeout" when Postgres sent none).
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    pub fn merge(&mut self, other: Tally) {
+        self.done += other.done;
+        self.connect.extend(other.connect);
+        self.invoke.extend(other.invoke);
+        for (code, n) in other.errors {
+            *self.errors.entry(code).or_default() += n;
+        }
+    }
+
+    fn failed(&mut self, error: &tokio_postgres::Error) {
+        let code = match error.as_db_error() {
+            Some(db) => db.code().code().to_owned(),
+            None if error.to_string().contains("timeout") => "timeout".to_owned(),
+            None => "io".to_owned(),
+        };
+        *self.errors.entry(code).or_default() += 1;
+    }
+}
+
+async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// One cold invocation: connect, one transaction, disconnect.
+async fn cold_once(url: &str, i: u64, tally: &mut Tally) {
+    let started = Instant::now();
+    let client = match connect(url).await {
+        Ok(client) => client,
+        Err(e) => return tally.failed(&e),
+    };
+    let connected = started.elapsed().as_secs_f64();
+    if let Err(e) = client.simple_query(&transaction(i)).await {
+        return tally.failed(&e);
+    }
+    drop(client);
+    tally.done += 1;
+    tally.connect.push(connected);
+    tally.invoke.push(started.elapsed().as_secs_f64());
+}
+
+/// `clients` workers invoke cold, back to back, until `duration` is over.
+pub async fn cold(target: &Target, clients: usize, duration: Duration) -> Tally {
+    let deadline = Instant::now() + duration;
+    let workers = (0..clients).map(|w| {
+        let url = target.url(&format!("fn{}", w % 8));
+        tokio::spawn(async move {
+            let mut tally = Tally::default();
+            let mut i = w as u64;
+            while Instant::now() < deadline {
+                cold_once(&url, i, &mut tally).await;
+                i += clients as u64;
+            }
+            tally
+        })
+    });
+    gather(workers).await
+}
+
+/// `n` cold invocations released at the same instant.
+pub async fn burst(target: &Target, n: usize) -> Tally {
+    let start = Arc::new(tokio::sync::Barrier::new(n));
+    let workers = (0..n).map(|w| {
+        let (url, start) = (target.url(&format!("fn{}", w % 8)), Arc::clone(&start));
+        tokio::spawn(async move {
+            let mut tally = Tally::default();
+            start.wait().await;
+            cold_once(&url, w as u64, &mut tally).await;
+            tally
+        })
+    });
+    gather(workers).await
+}
+
+/// `clients` containers keep their connection and invoke back to back (pgbench -S style).
+pub async fn warm(target: &Target, clients: usize, duration: Duration) -> Tally {
+    let workers = (0..clients).map(|w| {
+        let url = target.url(&format!("fn{}", w % 8));
+        tokio::spawn(async move {
+            let mut tally = Tally::default();
+            let client = match connect(&url).await {
+                Ok(client) => client,
+                Err(e) => {
+                    tally.failed(&e);
+                    return tally;
+                }
+            };
+            let deadline = Instant::now() + duration;
+            let mut i = w as u64;
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                match client.simple_query(&transaction(i)).await {
+                    Ok(_) => {
+                        tally.done += 1;
+                        tally.invoke.push(started.elapsed().as_secs_f64());
+                    }
+                    Err(e) => tally.failed(&e),
+                }
+                i += clients as u64;
+            }
+            tally
+        })
+    });
+    gather(workers).await
+}
+
+/// Opens `n` idle client connections (64 logins at a time), as frozen containers leave
+/// them; returns them and how opening went.
+pub async fn freeze(target: &Target, n: usize) -> (Vec<Client>, Tally) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(64));
+    let opening = (0..n).map(|w| {
+        let (url, gate) = (target.url(&format!("frozen{}", w % 8)), Arc::clone(&gate));
+        tokio::spawn(async move {
+            let _turn = gate.acquire().await;
+            let started = Instant::now();
+            let client = connect(&url).await;
+            (client, started.elapsed().as_secs_f64())
+        })
+    });
+    let mut clients = Vec::with_capacity(n);
+    let mut tally = Tally::default();
+    for task in opening.collect::<Vec<_>>() {
+        match task.await {
+            Ok((Ok(client), took)) => {
+                clients.push(client);
+                tally.connect.push(took);
+            }
+            Ok((Err(e), _)) => tally.failed(&e),
+            Err(_) => *tally.errors.entry("panic".to_owned()).or_default() += 1,
+        }
+    }
+    (clients, tally)
+}
+
+async fn gather(workers: impl Iterator<Item = tokio::task::JoinHandle<Tally>>) -> Tally {
+    let mut total = Tally::default();
+    for worker in workers.collect::<Vec<_>>() {
+        if let Ok(tally) = worker.await {
+            total.merge(tally);
+        }
+    }
+    total
+}

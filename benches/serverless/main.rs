@@ -1,0 +1,297 @@
+//! The serverless harness: a simulated fleet of function invocations against a throwaway
+//! Postgres (max_connections = 100, SCRAM), unpooled (straight to Postgres), pooled
+//! (through pgbroker, a child process) and through PgBouncer when `pgbouncer` is on PATH,
+//! back to back in one run. Four scenarios:
+//!
+//! - `cold`: invocations that connect, run one short transaction and disconnect;
+//! - `burst`: 5 × max_connections such invocations released at once;
+//! - `warm`: containers that keep their connection, invoking back to back;
+//! - `frozen`: thousands of idle connections held open while a few functions work.
+//!
+//! Per scenario and mode: invocations/s, connect and invocation latency percentiles, errors
+//! by SQLSTATE, peak server connections, CPU and memory of the middle process, and the
+//! server-side CPU per invocation (Postgres + middle, from /proc). Printed as a table,
+//! written to target/bench/serverless.json and drawn at target/bench/serverless.svg.
+//!
+//! `cargo bench --bench serverless -- [--quick] [--scenario cold,burst,warm,frozen]
+//! [--clients N] [--duration SECS] [--pool-size N] [--fleet N]`
+
+mod fleet;
+mod probe;
+mod report;
+mod targets;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use pgbroker::sandbox::{Cluster, ClusterOptions};
+
+use fleet::Tally;
+use probe::Sampler;
+use report::Row;
+use targets::Target;
+
+/// Postgres' max_connections in the harness.
+const MAX_CONNECTIONS: u32 = 100;
+
+#[derive(Parser, Debug)]
+#[command(about = "pgbroker's serverless benchmark harness")]
+struct Args {
+    /// A short run for CI (under a minute): 2s scenarios, a fleet of 1,000.
+    #[arg(long)]
+    quick: bool,
+    /// Scenarios to run, comma-separated: cold, burst, warm, frozen.
+    #[arg(long, value_delimiter = ',', default_value = "cold,burst,warm,frozen")]
+    scenario: Vec<String>,
+    /// Concurrent clients of the cold and warm scenarios.
+    #[arg(long, default_value_t = 20)]
+    clients: usize,
+    /// Seconds per timed scenario (default 10; 2 with --quick).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Server connections of pgbroker's and PgBouncer's pool.
+    #[arg(long, default_value_t = 20)]
+    pool_size: usize,
+    /// Idle clients of the frozen fleet (default 10,000; 1,000 with --quick).
+    #[arg(long)]
+    fleet: Option<usize>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// What every measurement needs.
+struct Bench {
+    args: Args,
+    duration: Duration,
+    superuser: Arc<tokio_postgres::Client>,
+    postmaster: u32,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let duration =
+        Duration::from_secs_f64(args.duration.unwrap_or(if args.quick { 2.0 } else { 10.0 }));
+    let options = ClusterOptions {
+        max_connections: MAX_CONNECTIONS,
+        ..ClusterOptions::default()
+    };
+    let cluster = Cluster::start_with_app(options).await?;
+    let superuser = Arc::new(cluster.superuser("app").await?);
+    let postmaster = cluster
+        .postmaster_pid()
+        .ok_or_else(|| anyhow::anyhow!("no postmaster.pid"))?;
+    seed(&cluster).await?;
+    let bench = Bench {
+        args,
+        duration,
+        superuser,
+        postmaster,
+    };
+    let borrow_timeout = Duration::from_secs(10);
+    let mut modes = vec![targets::unpooled(&cluster)];
+    modes.push(targets::pooled(&cluster, bench.args.pool_size, borrow_timeout).await?);
+    match targets::pgbouncer(&cluster, bench.args.pool_size).await? {
+        Some(bouncer) => modes.push(bouncer),
+        None => println!("(pgbouncer not on PATH: its column is left out)"),
+    }
+    let mut rows = Vec::new();
+    for scenario in bench.args.scenario.clone() {
+        for target in &modes {
+            let row = bench.run(&scenario, target).await?;
+            report::print(std::slice::from_ref(&row));
+            rows.push(row);
+        }
+    }
+    println!();
+    report::print(&rows);
+    let dir = output_dir();
+    std::fs::create_dir_all(&dir)?;
+    let about = serde_json::json!({
+        "date": chrono_free_date(),
+        "quick": bench.args.quick,
+        "clients": bench.args.clients,
+        "duration_s": bench.duration.as_secs_f64(),
+        "pool_size": bench.args.pool_size,
+        "max_connections": MAX_CONNECTIONS,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+    });
+    report::write_json(&dir.join("serverless.json"), &rows, &about)?;
+    report::write_svg(&dir.join("serverless.svg"), &rows)?;
+    println!(
+        "written: {0}/serverless.json, {0}/serverless.svg",
+        dir.display()
+    );
+    drop(modes);
+    check(&rows)
+}
+
+impl Bench {
+    /// Runs one scenario against one target, with the samplers around it.
+    async fn run(&self, scenario: &str, target: &Target) -> anyhow::Result<Row> {
+        let name: &'static str = match scenario {
+            "cold" => "cold",
+            "burst" => "burst",
+            "warm" => "warm",
+            "frozen" => "frozen",
+            other => anyhow::bail!("unknown scenario {other:?}: cold, burst, warm or frozen"),
+        };
+        let mut fleet = Vec::new();
+        let mut per_idle = None;
+        if name == "frozen" {
+            let size = self
+                .args
+                .fleet
+                .unwrap_or(if self.args.quick { 1_000 } else { 10_000 });
+            let before = target.pid().map(probe::rss_bytes);
+            let (held, opened) = fleet::freeze(target, size).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let after = target.pid().map(probe::rss_bytes);
+            per_idle = before
+                .zip(after)
+                .map(|(b, a)| (a.saturating_sub(b) as f64, held.len()));
+            if !opened.errors.is_empty() {
+                println!(
+                    "frozen/{}: {} of {size} idle clients connected; refused: {:?}",
+                    target.mode,
+                    held.len(),
+                    opened.errors
+                );
+            }
+            fleet = held;
+        }
+        let sampler = Sampler::start(Arc::clone(&self.superuser), target.user, target.pid());
+        let (mid0, pg0) = (
+            target.pid().map(probe::cpu_seconds),
+            probe::server_cpu_seconds(self.postmaster),
+        );
+        let started = Instant::now();
+        let tally = self.scenario(name, target).await;
+        let seconds = started.elapsed().as_secs_f64();
+        let (mid1, pg1) = (
+            target.pid().map(probe::cpu_seconds),
+            probe::server_cpu_seconds(self.postmaster),
+        );
+        let peaks = sampler.finish().await;
+        let mut row = Row::new(name, target.mode, &tally, seconds);
+        row.peak_server_connections = peaks
+            .server_connections
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let middle = mid0.zip(mid1).map(|(a, b)| b - a);
+        row.middle_cpu_seconds = middle;
+        row.middle_peak_rss_mb = target
+            .pid()
+            .map(|_| peaks.rss.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1048576.0);
+        row.postgres_cpu_seconds = pg1 - pg0;
+        let done = row.invocations.max(1) as f64;
+        row.server_cpu_ms_per_invocation =
+            (row.postgres_cpu_seconds + middle.unwrap_or(0.0)) * 1000.0 / done;
+        row.middle_cpu_ms_per_invocation = middle.map(|m| m * 1000.0 / done);
+        if let Some((bytes, held)) = per_idle {
+            row.idle_clients = Some(held);
+            row.bytes_per_idle_client = (held > 0).then(|| bytes / held as f64);
+        } else if name == "frozen" {
+            row.idle_clients = Some(fleet.len());
+        }
+        drop(fleet);
+        // Let the middle and Postgres settle before the next run.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(row)
+    }
+
+    async fn scenario(&self, name: &str, target: &Target) -> Tally {
+        let (clients, duration) = (self.args.clients, self.duration);
+        match name {
+            "cold" => fleet::cold(target, clients, duration).await,
+            "burst" => fleet::burst(target, 5 * MAX_CONNECTIONS as usize).await,
+            "warm" => fleet::warm(target, clients, duration).await,
+            // A few functions keep working while the fleet sleeps.
+            _ => fleet::warm(target, 4, duration).await,
+        }
+    }
+}
+
+/// A login role per mode (`broker`, `bouncer`; `app` exists) and the table the
+/// invocations read: 10,000 rows by key.
+async fn seed(cluster: &Cluster) -> anyhow::Result<()> {
+    for role in ["broker", "bouncer"] {
+        cluster.create_login(role, role, "app").await?;
+    }
+    let url = format!(
+        "host=127.0.0.1 port={} user=app password=app dbname=app",
+        cluster.port()
+    );
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "CREATE TABLE kv (k int PRIMARY KEY, v int NOT NULL); \
+             INSERT INTO kv SELECT g, g * 7 FROM generate_series(1, 10000) g; ANALYZE kv; \
+             GRANT SELECT ON kv TO broker, bouncer",
+        )
+        .await?;
+    Ok(())
+}
+
+/// target/bench (or $CARGO_TARGET_DIR/bench).
+fn output_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("bench")
+}
+
+/// Today's date (UTC) from the system clock, without a date crate.
+fn chrono_free_date() -> String {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400) as i64;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// What CI holds the harness to: every scenario ran to its end (through a pool, each
+/// completed invocations; straight connections may be refused, that is the point), and on
+/// the burst the pool finished more invocations than straight connections did, without
+/// errors.
+fn check(rows: &[Row]) -> anyhow::Result<()> {
+    let find = |mode: &str| {
+        rows.iter()
+            .find(|r| r.scenario == "burst" && r.mode == mode)
+    };
+    if let (Some(unpooled), Some(pooled)) = (find("unpooled"), find("pooled")) {
+        anyhow::ensure!(
+            pooled.errors.is_empty() && pooled.invocations > unpooled.invocations,
+            "burst: pooled finished {} with errors {:?}, unpooled {} with {:?}",
+            pooled.invocations,
+            pooled.errors,
+            unpooled.invocations,
+            unpooled.errors
+        );
+        println!(
+            "check: on the burst the pool finished every invocation; straight connections lost {}",
+            unpooled.errors.values().sum::<u64>()
+        );
+    }
+    for row in rows.iter().filter(|r| r.mode != "unpooled") {
+        anyhow::ensure!(
+            row.invocations > 0,
+            "{}/{} completed no invocation",
+            row.scenario,
+            row.mode
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! Where the fleet connects in each mode: straight to Postgres, through pgbroker (the
+//! release binary as a child process, so its CPU and memory are its own), or through
+//! PgBouncer when one is on PATH (transaction pooling, the same pool size).
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use pgbroker::sandbox::Cluster;
+
+/// One way to reach the database.
+pub struct Target {
+    /// "unpooled", "pooled" or "pgbouncer".
+    pub mode: &'static str,
+    /// The login role of this mode's connections, so each mode's server connections can
+    /// be told apart in pg_stat_activity (the password is the same as the name).
+    pub user: &'static str,
+    /// host and port for a connection string.
+    pub port: u16,
+    /// The process between the fleet and Postgres, if any.
+    pub child: Option<Child>,
+}
+
+impl Target {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// A connection string for an invocation of function `app`.
+    pub fn url(&self, app: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} password={user} dbname=app application_name={app} connect_timeout=30",
+            self.port,
+            user = self.user,
+        )
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+pub fn unpooled(cluster: &Cluster) -> Target {
+    Target {
+        mode: "unpooled",
+        user: "app",
+        port: cluster.port(),
+        child: None,
+    }
+}
+
+/// pgbroker in transaction mode with `pool_size` server connections, caps out of the way
+/// (the harness measures the pool, not the per-function limits).
+pub async fn pooled(
+    cluster: &Cluster,
+    pool_size: usize,
+    borrow_timeout: Duration,
+) -> anyhow::Result<Target> {
+    let port = free_port()?;
+    let config = format!(
+        "[listen]\naddr = \"127.0.0.1:{port}\"\nmetrics_addr = \"127.0.0.1:0\"\n\
+         max_client_connections = 19000\n\
+         [backend]\nport = {pg}\nmax_concurrent_logins = {pool_size}\n\
+         [pool]\nsize = {pool_size}\nborrow_timeout = \"{ms}ms\"\n\
+         [limits]\ndefault_function_concurrency = 10000\ndefault_account_concurrency = 10000\n\
+         default_function_clients = 100000\ndefault_function_waiting = 0\n\
+         [[users]]\nname = \"broker\"\npassword = \"broker\"\n",
+        pg = cluster.port(),
+        ms = borrow_timeout.as_millis(),
+    );
+    let path = std::env::temp_dir().join(format!("pgbroker-bench-{}.toml", std::process::id()));
+    std::fs::write(&path, config)?;
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_pgbroker"))
+        .args(["--config", path.to_str().unwrap_or_default()])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting pgbroker")?;
+    let target = Target {
+        mode: "pooled",
+        user: "broker",
+        port,
+        child: Some(child),
+    };
+    wait_listening(port).await?;
+    Ok(target)
+}
+
+/// PgBouncer in transaction mode with the same pool size, if `pgbouncer` is on PATH.
+pub async fn pgbouncer(cluster: &Cluster, pool_size: usize) -> anyhow::Result<Option<Target>> {
+    let Some(bin) = find_on_path("pgbouncer") else {
+        return Ok(None);
+    };
+    let port = free_port()?;
+    let users = cluster.write_file("userlist.txt", "\"bouncer\" \"bouncer\"\n")?;
+    let ini = format!(
+        "[databases]\napp = host=127.0.0.1 port={pg} dbname=app\n\
+         [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+         auth_type = scram-sha-256\nauth_file = {users}\npool_mode = transaction\n\
+         default_pool_size = {pool_size}\nmax_client_conn = 19000\n\
+         ignore_startup_parameters = extra_float_digits\nlog_connections = 0\n\
+         log_disconnections = 0\n",
+        pg = cluster.port(),
+        users = users.display(),
+    );
+    let ini = cluster.write_file("pgbouncer.ini", &ini)?;
+    let child = cluster
+        .companion(&bin)
+        .arg(ini)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting pgbouncer")?;
+    let target = Target {
+        mode: "pgbouncer",
+        user: "bouncer",
+        port,
+        child: Some(child),
+    };
+    wait_listening(port).await?;
+    Ok(Some(target))
+}
+
+fn find_on_path(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+async fn wait_listening(port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("nothing listens on port {port} after 20s")
+}
