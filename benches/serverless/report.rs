@@ -50,8 +50,8 @@ pub struct Row {
     pub middle_peak_rss_mb: Option<f64>,
     /// CPU of every Postgres process over the run.
     pub postgres_cpu_seconds: f64,
-    /// (Postgres + middle) CPU per completed invocation, milliseconds.
-    pub server_cpu_ms_per_invocation: f64,
+    /// (Postgres + middle) CPU per completed invocation, milliseconds (none completed: None).
+    pub server_cpu_ms_per_invocation: Option<f64>,
     /// Middle CPU per completed invocation, milliseconds.
     pub middle_cpu_ms_per_invocation: Option<f64>,
     /// Frozen fleet: idle client connections held, and the middle's memory per one.
@@ -74,7 +74,7 @@ impl Row {
             middle_cpu_seconds: None,
             middle_peak_rss_mb: None,
             postgres_cpu_seconds: 0.0,
-            server_cpu_ms_per_invocation: 0.0,
+            server_cpu_ms_per_invocation: None,
             middle_cpu_ms_per_invocation: None,
             idle_clients: None,
             bytes_per_idle_client: None,
@@ -112,7 +112,7 @@ pub fn print(rows: &[Row]) {
     for r in rows {
         let errors: Vec<String> = r.errors.iter().map(|(c, n)| format!("{c}×{n}")).collect();
         println!(
-            "{:<8} {:<10} {:>8} {:>9.0} {:>17} {:>17} {:>5} {:>8} {:>8.3} {:>8} {:>7} {:>8}  {}",
+            "{:<8} {:<10} {:>8} {:>9.0} {:>17} {:>17} {:>5} {:>8} {:>8} {:>8} {:>7} {:>8}  {}",
             r.scenario,
             r.mode,
             r.invocations,
@@ -121,7 +121,7 @@ pub fn print(rows: &[Row]) {
             ms(r.invoke_ms),
             r.peak_server_connections,
             opt(r.middle_cpu_seconds, 2),
-            r.server_cpu_ms_per_invocation,
+            opt(r.server_cpu_ms_per_invocation, 3),
             opt(r.middle_cpu_ms_per_invocation, 3),
             opt(r.middle_peak_rss_mb, 1),
             opt(r.bytes_per_idle_client, 0),
@@ -157,7 +157,7 @@ pub fn write_svg(path: &Path, rows: &[Row]) -> anyhow::Result<()> {
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(310);
     panels(&top, &scenarios, rows, "invocations/s", |r| r.per_second)?;
-    let cpu = |r: &Row| r.server_cpu_ms_per_invocation;
+    let cpu = |r: &Row| r.server_cpu_ms_per_invocation.unwrap_or(0.0);
     panels(&bottom, &scenarios, rows, "server CPU ms/invocation", cpu)?;
     root.present()?;
     Ok(())

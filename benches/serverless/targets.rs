@@ -133,9 +133,11 @@ pub async fn pgbouncer(cluster: &Cluster, pool_size: usize) -> anyhow::Result<Op
     Ok(Some(target))
 }
 
+/// `name` on PATH, or in /usr/sbin (where Debian puts pgbouncer) when PATH lacks it.
 fn find_on_path(name: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
+        .chain([std::path::PathBuf::from("/usr/sbin")])
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
 }
