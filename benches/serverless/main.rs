@@ -186,10 +186,10 @@ impl Bench {
             .pid()
             .map(|_| peaks.rss.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1048576.0);
         row.postgres_cpu_seconds = pg1 - pg0;
-        let done = row.invocations as f64;
-        let per = |seconds: f64| (done > 0.0).then(|| seconds * 1000.0 / done);
-        row.server_cpu_ms_per_invocation = per(row.postgres_cpu_seconds + middle.unwrap_or(0.0));
-        row.middle_cpu_ms_per_invocation = middle.and_then(per);
+        let done = row.invocations;
+        let server = row.postgres_cpu_seconds + middle.unwrap_or(0.0);
+        row.server_cpu_ms_per_invocation = per_invocation(server, done);
+        row.middle_cpu_ms_per_invocation = middle.and_then(|m| per_invocation(m, done));
         if let Some((bytes, held)) = per_idle {
             row.idle_clients = Some(held);
             row.bytes_per_idle_client = (held > 0).then(|| bytes / held as f64);
@@ -212,6 +212,11 @@ impl Bench {
             _ => fleet::warm(target, 4, duration).await,
         }
     }
+}
+
+/// CPU milliseconds per invocation; none when nothing completed.
+fn per_invocation(seconds: f64, done: u64) -> Option<f64> {
+    (done > 0).then(|| seconds * 1000.0 / done as f64)
 }
 
 /// A login role per mode (`broker`, `bouncer`; `app` exists) and the table the
