@@ -145,7 +145,7 @@ async fn run(
     summary: &mut Summary,
 ) -> Result<(), SessionError> {
     let timeout = shared.config.listen.startup_timeout;
-    let greeted = tokio::time::timeout(timeout, handshake(io, shared, summary))
+    let greeted = tokio::time::timeout(timeout, Box::pin(handshake(io, shared, summary)))
         .await
         .map_err(|_| SessionError::StartupTimeout(timeout))??;
     let Some(session) = greeted else {

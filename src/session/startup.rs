@@ -43,6 +43,16 @@ impl ClientIo {
         }
     }
 
+    /// Gives back the buffers while they are empty, so an idle client (a frozen container)
+    /// holds no buffer memory; the next read or write allocates again.
+    pub fn shed(&mut self) {
+        for buf in [&mut self.rbuf, &mut self.wbuf] {
+            if buf.is_empty() && buf.capacity() > 0 {
+                *buf = BytesMut::new();
+            }
+        }
+    }
+
     /// Reads more bytes; EOF is an error here (the client left mid-handshake). Cancel-safe.
     async fn fill(&mut self) -> Result<(), SessionError> {
         match self.stream.read_buf(&mut self.rbuf).await? {

@@ -30,6 +30,9 @@ pub use tally::Tally;
 /// Past this many bytes queued for one side, the loop stops reading from the other.
 const HIGH_WATER: usize = 256 * 1024;
 
+/// The client read buffer allocated when a silent client speaks again.
+const READ_START: usize = 8192;
+
 /// Largest step the client read buffer grows by while a large message arrives.
 const READ_CHUNK: usize = 1024 * 1024;
 
@@ -110,7 +113,7 @@ impl<'a> Session<'a> {
             params: greeted.params,
             key: greeted.key,
             link: Link::Idle,
-            to_server: BytesMut::with_capacity(8192),
+            to_server: BytesMut::new(),
             skipping: false,
             validated: false,
             reg: shared.clients.register(),
@@ -127,7 +130,7 @@ impl<'a> Session<'a> {
         // After Terminate, what the client sent before it runs to its end, as in Postgres;
         // a client that vanished (or failed) has its statement cancelled.
         let said_goodbye = matches!(result, Ok(Goodbye::Terminate));
-        self.finish(!said_goodbye).await;
+        Box::pin(self.finish(!said_goodbye)).await;
         (result, self.tally)
     }
 
@@ -137,6 +140,11 @@ impl<'a> Session<'a> {
                 return Ok(Goodbye::Terminate);
             }
             self.reg.watch.set_phase(self.phase());
+            if matches!(self.link, Link::Idle) && self.to_server.is_empty() {
+                // Nothing in flight: what an idle client holds is its socket and its state.
+                self.io.shed();
+                self.to_server = BytesMut::new();
+            }
             match self.next_event().await {
                 Event::ClientRead(read) => {
                     if read? == 0 {
@@ -249,7 +257,7 @@ impl<'a> Session<'a> {
             wrote = client_w.write(&io.wbuf), if !io.wbuf.is_empty() => Event::ClientWrote(wrote),
             wrote = server_write(&mut server_w, to_server), if !to_server.is_empty() => Event::ServerWrote(wrote),
             read = server_read(&mut server_r), if read_server => Event::ServerRead(read),
-            read = client_r.read_buf(&mut io.rbuf), if read_client => Event::ClientRead(read),
+            read = client_read(&mut client_r, &mut io.rbuf), if read_client => Event::ClientRead(read),
             () = reg.watch.rung() => Event::Rung,
         }
     }
@@ -297,7 +305,7 @@ impl<'a> Session<'a> {
             write::ready_for_query(&mut self.io.wbuf, b'I');
             return Ok(());
         }
-        if idle && !self.borrow(tag, len).await? {
+        if idle && !Box::pin(self.borrow(tag, len)).await? {
             self.skip_frame(tag, len);
             return Ok(());
         }
@@ -359,6 +367,23 @@ impl<'a> Session<'a> {
         }
         self.release_at_rest();
         Ok(())
+    }
+}
+
+/// Reads client bytes. With no buffer (an idle session gave it back) it first waits for
+/// the socket to be readable, so a client that stays silent holds no read buffer.
+/// Cancel-safe: `readable` is, and the read itself does not wait.
+async fn client_read(r: &mut ReadHalf<'_>, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() > buf.len() {
+        return r.read_buf(buf).await;
+    }
+    loop {
+        r.readable().await?;
+        buf.reserve(READ_START);
+        match r.try_read_buf(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            read => return read,
+        }
     }
 }
 
