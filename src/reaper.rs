@@ -10,7 +10,7 @@
 //!   topped up to `pool.min_idle` warm spares.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,9 @@ pub struct Watch {
     last_heard_ms: AtomicU64,
     phase: AtomicU8,
     bell: Notify,
+    /// The sweep rang an idle client once so it gives back its buffers; cleared when the
+    /// client speaks.
+    shed_asked: AtomicBool,
 }
 
 impl Watch {
@@ -60,6 +63,18 @@ impl Watch {
     pub fn heard(&self) {
         self.last_heard_ms
             .store(self.elapsed_ms(Instant::now()), Ordering::Relaxed);
+        self.shed_asked.store(false, Ordering::Relaxed);
+    }
+
+    /// True once per idle spell, for a client idle at least `after`: time to give back its
+    /// buffers (a client busy between short pauses keeps them).
+    fn shed_due(&self, now: Instant, after: Duration) -> bool {
+        let silent = self
+            .elapsed_ms(now)
+            .saturating_sub(self.last_heard_ms.load(Ordering::Relaxed));
+        self.phase.load(Ordering::Relaxed) == Phase::Idle as u8
+            && Duration::from_millis(silent) >= after
+            && !self.shed_asked.swap(true, Ordering::Relaxed)
     }
 
     /// Records where the session stands now. Leaving Busy restarts the silence: a client
@@ -130,6 +145,7 @@ impl Clients {
             last_heard_ms: AtomicU64::new(0),
             phase: AtomicU8::new(Phase::Idle as u8),
             bell: Notify::new(),
+            shed_asked: AtomicBool::new(false),
         });
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.watches
@@ -143,11 +159,20 @@ impl Clients {
         }
     }
 
-    /// Rings every session due at `now`; returns how many.
+    /// Rings every session due at `now`, and once every session idle for a sweep interval
+    /// (it gives back its buffers); returns how many are due.
     pub fn sweep(&self, now: Instant, limits: &Reaper) -> usize {
         let watches = self.watches.lock().unwrap_or_else(PoisonError::into_inner);
-        let due = watches.values().filter(|w| w.due(now, limits).is_some());
-        due.map(|w| w.bell.notify_one()).count()
+        let mut due = 0;
+        for watch in watches.values() {
+            if watch.due(now, limits).is_some() {
+                due += 1;
+                watch.bell.notify_one();
+            } else if watch.shed_due(now, limits.interval) {
+                watch.bell.notify_one();
+            }
+        }
+        due
     }
 
     /// Sessions registered now.
@@ -242,6 +267,15 @@ mod tests {
             Some(Reason::ClientIdle(_))
         ));
         assert_eq!(clients.sweep(start + Duration::from_secs(11), &limits()), 1);
+        let second = start + Duration::from_secs(2);
+        assert!(reg.watch.shed_due(second, Duration::from_secs(1)), "idle a sweep");
+        assert!(!reg.watch.shed_due(second, Duration::from_secs(1)), "once a spell");
+        reg.watch.heard();
+        reg.watch.set_phase(Phase::Busy);
+        let later = Instant::now() + Duration::from_secs(5);
+        assert!(!reg.watch.shed_due(later, Duration::from_secs(1)), "busy keeps them");
+        reg.watch.set_phase(Phase::Idle);
+        assert!(reg.watch.shed_due(later, Duration::from_secs(1)), "a new idle spell");
         drop(reg);
         assert!(clients.is_empty());
     }

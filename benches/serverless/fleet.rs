@@ -9,6 +9,10 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::targets::Target;
 
+/// Longest an invocation may take before it counts as failed ("timeout"): a hang fails the
+/// run instead of stalling it.
+const INVOCATION_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The transaction of one invocation: a read by key, in one round trip.
 fn transaction(i: u64) -> String {
     format!("SELECT v FROM kv WHERE k = {}", i % 10_000 + 1)
@@ -37,6 +41,10 @@ impl Tally {
         }
     }
 
+    fn timed_out(&mut self) {
+        *self.errors.entry("timeout".to_owned()).or_default() += 1;
+    }
+
     fn failed(&mut self, error: &tokio_postgres::Error) {
         let code = match error.as_db_error() {
             Some(db) => db.code().code().to_owned(),
@@ -53,8 +61,17 @@ async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
     Ok(client)
 }
 
-/// One cold invocation: connect, one transaction, disconnect.
+/// One cold invocation: connect, one transaction, disconnect, within [`INVOCATION_TIMEOUT`].
 async fn cold_once(url: &str, i: u64, tally: &mut Tally) {
+    if tokio::time::timeout(INVOCATION_TIMEOUT, cold_steps(url, i, tally))
+        .await
+        .is_err()
+    {
+        tally.timed_out();
+    }
+}
+
+async fn cold_steps(url: &str, i: u64, tally: &mut Tally) {
     let started = Instant::now();
     let client = match connect(url).await {
         Ok(client) => client,
@@ -120,12 +137,15 @@ pub async fn warm(target: &Target, clients: usize, duration: Duration) -> Tally 
             let mut i = w as u64;
             while Instant::now() < deadline {
                 let started = Instant::now();
-                match client.simple_query(&transaction(i)).await {
-                    Ok(_) => {
+                let sql = transaction(i);
+                let query = client.simple_query(&sql);
+                match tokio::time::timeout(INVOCATION_TIMEOUT, query).await {
+                    Ok(Ok(_)) => {
                         tally.done += 1;
                         tally.invoke.push(started.elapsed().as_secs_f64());
                     }
-                    Err(e) => tally.failed(&e),
+                    Ok(Err(e)) => tally.failed(&e),
+                    Err(_) => tally.timed_out(),
                 }
                 i += clients as u64;
             }
@@ -144,7 +164,7 @@ pub async fn freeze(target: &Target, n: usize) -> (Vec<Client>, Tally) {
         tokio::spawn(async move {
             let _turn = gate.acquire().await;
             let started = Instant::now();
-            let client = connect(&url).await;
+            let client = tokio::time::timeout(INVOCATION_TIMEOUT, connect(&url)).await;
             (client, started.elapsed().as_secs_f64())
         })
     });
@@ -152,11 +172,12 @@ pub async fn freeze(target: &Target, n: usize) -> (Vec<Client>, Tally) {
     let mut tally = Tally::default();
     for task in opening.collect::<Vec<_>>() {
         match task.await {
-            Ok((Ok(client), took)) => {
+            Ok((Ok(Ok(client)), took)) => {
                 clients.push(client);
                 tally.connect.push(took);
             }
-            Ok((Err(e), _)) => tally.failed(&e),
+            Ok((Ok(Err(e)), _)) => tally.failed(&e),
+            Ok((Err(_), _)) => tally.timed_out(),
             Err(_) => *tally.errors.entry("panic".to_owned()).or_default() += 1,
         }
     }
@@ -166,8 +187,9 @@ pub async fn freeze(target: &Target, n: usize) -> (Vec<Client>, Tally) {
 async fn gather(workers: impl Iterator<Item = tokio::task::JoinHandle<Tally>>) -> Tally {
     let mut total = Tally::default();
     for worker in workers.collect::<Vec<_>>() {
-        if let Ok(tally) = worker.await {
-            total.merge(tally);
+        match worker.await {
+            Ok(tally) => total.merge(tally),
+            Err(_) => *total.errors.entry("panic".to_owned()).or_default() += 1,
         }
     }
     total

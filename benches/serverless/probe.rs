@@ -22,17 +22,15 @@ fn stat(pid: u32) -> Option<(u32, u64, u64, u64, u64)> {
     Some((num(1)? as u32, num(11)?, num(12)?, num(13)?, num(14)?))
 }
 
-/// CPU seconds a process has used (user + system).
-pub fn cpu_seconds(pid: u32) -> f64 {
-    stat(pid).map_or(0.0, |(_, u, s, _, _)| (u + s) as f64 / TICKS)
+/// CPU seconds a process has used (user + system); `None` once it is gone.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    stat(pid).map(|(_, u, s, _, _)| (u + s) as f64 / TICKS)
 }
 
 /// CPU seconds of the Postgres server: the postmaster's own and its ended children's
 /// (cutime/cstime: Postgres reaps its backends), plus every live child's.
-pub fn server_cpu_seconds(postmaster: u32) -> f64 {
-    let Some((_, u, s, cu, cs)) = stat(postmaster) else {
-        return 0.0;
-    };
+pub fn server_cpu_seconds(postmaster: u32) -> Option<f64> {
+    let (_, u, s, cu, cs) = stat(postmaster)?;
     let mut ticks = u + s + cu + cs;
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
@@ -46,7 +44,7 @@ pub fn server_cpu_seconds(postmaster: u32) -> f64 {
             }
         }
     }
-    ticks as f64 / TICKS
+    Some(ticks as f64 / TICKS)
 }
 
 /// Resident memory of a process now, in bytes (VmRSS).

@@ -19,6 +19,8 @@ pub struct Target {
     pub port: u16,
     /// The process between the fleet and Postgres, if any.
     pub child: Option<Child>,
+    /// Its config file, removed with it.
+    config: Option<std::path::PathBuf>,
 }
 
 impl Target {
@@ -42,6 +44,9 @@ impl Drop for Target {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if let Some(path) = &self.config {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -52,18 +57,33 @@ pub fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-pub fn unpooled(cluster: &Cluster) -> Target {
-    Target {
-        mode: "unpooled",
-        user: "app",
-        port: cluster.port(),
-        child: None,
+/// The login role of a mode.
+pub fn role(mode: &str) -> &'static str {
+    match mode {
+        "pooled" => "broker",
+        "pgbouncer" => "bouncer",
+        _ => "app",
+    }
+}
+
+/// A fresh target of `mode` ("unpooled", "pooled", "pgbouncer").
+pub async fn start(mode: &str, cluster: &Cluster, pool_size: usize) -> anyhow::Result<Target> {
+    match mode {
+        "pooled" => pooled(cluster, pool_size, Duration::from_secs(10)).await,
+        "pgbouncer" => pgbouncer(cluster, pool_size).await,
+        _ => Ok(Target {
+            mode: "unpooled",
+            user: role("unpooled"),
+            port: cluster.port(),
+            child: None,
+            config: None,
+        }),
     }
 }
 
 /// pgbroker in transaction mode with `pool_size` server connections, caps out of the way
 /// (the harness measures the pool, not the per-function limits).
-pub async fn pooled(
+async fn pooled(
     cluster: &Cluster,
     pool_size: usize,
     borrow_timeout: Duration,
@@ -90,21 +110,25 @@ pub async fn pooled(
         .context("starting pgbroker")?;
     let target = Target {
         mode: "pooled",
-        user: "broker",
+        user: role("pooled"),
         port,
         child: Some(child),
+        config: Some(path),
     };
     wait_listening(port).await?;
     Ok(target)
 }
 
-/// PgBouncer in transaction mode with the same pool size, if `pgbouncer` is on PATH.
-pub async fn pgbouncer(cluster: &Cluster, pool_size: usize) -> anyhow::Result<Option<Target>> {
-    let Some(bin) = find_on_path("pgbouncer") else {
-        return Ok(None);
-    };
+/// PgBouncer in transaction mode with the same pool size. Its auth_file holds the role's
+/// SCRAM verifier from pg_authid, as a production setup would: a login costs it no key
+/// derivation, and it logs in to Postgres with the client's proof.
+async fn pgbouncer(cluster: &Cluster, pool_size: usize) -> anyhow::Result<Target> {
+    let bin = find_on_path("pgbouncer").context("pgbouncer is not installed")?;
     let port = free_port()?;
-    let users = cluster.write_file("userlist.txt", "\"bouncer\" \"bouncer\"\n")?;
+    let superuser = cluster.superuser("postgres").await?;
+    let sql = "SELECT rolpassword FROM pg_authid WHERE rolname = 'bouncer'";
+    let verifier: String = superuser.query_one(sql, &[]).await?.get(0);
+    let users = cluster.write_file("userlist.txt", &format!("\"bouncer\" \"{verifier}\"\n"))?;
     let ini = format!(
         "[databases]\napp = host=127.0.0.1 port={pg} dbname=app\n\
          [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
@@ -125,16 +149,17 @@ pub async fn pgbouncer(cluster: &Cluster, pool_size: usize) -> anyhow::Result<Op
         .context("starting pgbouncer")?;
     let target = Target {
         mode: "pgbouncer",
-        user: "bouncer",
+        user: role("pgbouncer"),
         port,
         child: Some(child),
+        config: None,
     };
     wait_listening(port).await?;
-    Ok(Some(target))
+    Ok(target)
 }
 
 /// `name` on PATH, or in /usr/sbin (where Debian puts pgbouncer) when PATH lacks it.
-fn find_on_path(name: &str) -> Option<std::path::PathBuf> {
+pub fn find_on_path(name: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain([std::path::PathBuf::from("/usr/sbin")])

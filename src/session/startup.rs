@@ -22,6 +22,9 @@ use crate::protocol::write;
 /// Longest authentication message a client may send.
 pub const MAX_AUTH_MESSAGE: usize = 8192;
 
+/// Initial size of a client's buffers; they grow when a larger message comes.
+const HANDSHAKE_BUFFER: usize = 512;
+
 /// The client I/O used before the session proper: one read buffer, one write buffer.
 #[derive(Debug)]
 pub struct ClientIo {
@@ -38,8 +41,10 @@ impl ClientIo {
     pub fn new(stream: TcpStream) -> ClientIo {
         ClientIo {
             stream,
-            rbuf: BytesMut::with_capacity(8192),
-            wbuf: BytesMut::with_capacity(8192),
+            // Small: the handshake's messages are, and a client that then stays silent (a
+            // frozen container) should not have made the broker hold kilobytes for it.
+            rbuf: BytesMut::with_capacity(HANDSHAKE_BUFFER),
+            wbuf: BytesMut::with_capacity(HANDSHAKE_BUFFER),
         }
     }
 
@@ -55,6 +60,7 @@ impl ClientIo {
 
     /// Reads more bytes; EOF is an error here (the client left mid-handshake). Cancel-safe.
     async fn fill(&mut self) -> Result<(), SessionError> {
+        self.rbuf.reserve(HANDSHAKE_BUFFER);
         match self.stream.read_buf(&mut self.rbuf).await? {
             0 => Err(SessionError::ClientIo(
                 std::io::ErrorKind::UnexpectedEof.into(),

@@ -140,11 +140,6 @@ impl<'a> Session<'a> {
                 return Ok(Goodbye::Terminate);
             }
             self.reg.watch.set_phase(self.phase());
-            if matches!(self.link, Link::Idle) && self.to_server.is_empty() {
-                // Nothing in flight: what an idle client holds is its socket and its state.
-                self.io.shed();
-                self.to_server = BytesMut::new();
-            }
             match self.next_event().await {
                 Event::ClientRead(read) => {
                     if read? == 0 {
@@ -172,6 +167,12 @@ impl<'a> Session<'a> {
                     let limits = &self.shared.config.reaper;
                     if let Some(reason) = self.reg.watch.due(std::time::Instant::now(), limits) {
                         return Err(self.reaped(reason));
+                    }
+                    // Idle for a sweep: what a frozen client holds is its socket and its
+                    // state, no buffers.
+                    if matches!(self.link, Link::Idle) && self.to_server.is_empty() {
+                        self.io.shed();
+                        self.to_server = BytesMut::new();
                     }
                 }
             }
