@@ -268,14 +268,26 @@ mod tests {
         ));
         assert_eq!(clients.sweep(start + Duration::from_secs(11), &limits()), 1);
         let second = start + Duration::from_secs(2);
-        assert!(reg.watch.shed_due(second, Duration::from_secs(1)), "idle a sweep");
-        assert!(!reg.watch.shed_due(second, Duration::from_secs(1)), "once a spell");
+        assert!(
+            reg.watch.shed_due(second, Duration::from_secs(1)),
+            "idle a sweep"
+        );
+        assert!(
+            !reg.watch.shed_due(second, Duration::from_secs(1)),
+            "once a spell"
+        );
         reg.watch.heard();
         reg.watch.set_phase(Phase::Busy);
         let later = Instant::now() + Duration::from_secs(5);
-        assert!(!reg.watch.shed_due(later, Duration::from_secs(1)), "busy keeps them");
+        assert!(
+            !reg.watch.shed_due(later, Duration::from_secs(1)),
+            "busy keeps them"
+        );
         reg.watch.set_phase(Phase::Idle);
-        assert!(reg.watch.shed_due(later, Duration::from_secs(1)), "a new idle spell");
+        assert!(
+            reg.watch.shed_due(later, Duration::from_secs(1)),
+            "a new idle spell"
+        );
         drop(reg);
         assert!(clients.is_empty());
     }

@@ -14,7 +14,7 @@
 //! written to target/bench/serverless.json and drawn at target/bench/serverless.svg.
 //!
 //! `cargo bench --bench serverless -- [--quick] [--scenario cold,burst,warm,frozen]
-//! [--clients N] [--duration SECS] [--pool-size N] [--fleet N]`
+//! [--clients N] [--duration SECS] [--pool-size N] [--fleet N] [--broker-threads N]`
 
 mod fleet;
 mod probe;
@@ -57,6 +57,9 @@ struct Args {
     /// Idle clients of the frozen fleet (default 10,000; 1,000 with --quick).
     #[arg(long)]
     fleet: Option<usize>,
+    /// Worker threads of pgbroker's runtime (TOKIO_WORKER_THREADS); default one per CPU.
+    #[arg(long)]
+    broker_threads: Option<usize>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -103,7 +106,8 @@ async fn main() -> anyhow::Result<()> {
         for &mode in &modes {
             // A fresh middle for every run: no idle pool of another mode holds server
             // connections, and memory is measured from a clean start.
-            let target = targets::start(mode, &cluster, bench.args.pool_size).await?;
+            let (pool, threads) = (bench.args.pool_size, bench.args.broker_threads);
+            let target = targets::start(mode, &cluster, pool, threads).await?;
             let row = bench.run(scenario, &target).await?;
             drop(target);
             bench.drained(targets::role(mode)).await;
@@ -126,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
         "clients": bench.args.clients,
         "duration_s": bench.duration.as_secs_f64(),
         "pool_size": bench.args.pool_size,
+        "broker_threads": bench.args.broker_threads,
         "max_connections": MAX_CONNECTIONS,
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
     });

@@ -67,9 +67,14 @@ pub fn role(mode: &str) -> &'static str {
 }
 
 /// A fresh target of `mode` ("unpooled", "pooled", "pgbouncer").
-pub async fn start(mode: &str, cluster: &Cluster, pool_size: usize) -> anyhow::Result<Target> {
+pub async fn start(
+    mode: &str,
+    cluster: &Cluster,
+    pool_size: usize,
+    broker_threads: Option<usize>,
+) -> anyhow::Result<Target> {
     match mode {
-        "pooled" => pooled(cluster, pool_size, Duration::from_secs(10)).await,
+        "pooled" => pooled(cluster, pool_size, Duration::from_secs(10), broker_threads).await,
         "pgbouncer" => pgbouncer(cluster, pool_size).await,
         _ => Ok(Target {
             mode: "unpooled",
@@ -87,6 +92,7 @@ async fn pooled(
     cluster: &Cluster,
     pool_size: usize,
     borrow_timeout: Duration,
+    threads: Option<usize>,
 ) -> anyhow::Result<Target> {
     let port = free_port()?;
     let config = format!(
@@ -102,12 +108,16 @@ async fn pooled(
     );
     let path = std::env::temp_dir().join(format!("pgbroker-bench-{}.toml", std::process::id()));
     std::fs::write(&path, config)?;
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_pgbroker"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pgbroker"));
+    command
         .args(["--config", path.to_str().unwrap_or_default()])
         .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting pgbroker")?;
+        .stdout(Stdio::null());
+    if let Some(threads) = threads {
+        // tokio's runtime reads it; unset, it starts one worker per CPU.
+        command.env("TOKIO_WORKER_THREADS", threads.to_string());
+    }
+    let child = command.spawn().context("starting pgbroker")?;
     let target = Target {
         mode: "pooled",
         user: role("pooled"),
