@@ -5,8 +5,7 @@
 //! holds it (session mode, or pinned by session state).
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{ReadHalf, WriteHalf};
+use tokio::io::AsyncWriteExt;
 
 use super::params::ClientParams;
 use super::startup::ClientIo;
@@ -22,16 +21,15 @@ use crate::protocol::Header;
 use crate::reaper::{Phase, Reason, Registration};
 
 mod borrow;
+mod io;
 mod release;
 mod tally;
 
+use io::{client_read, server_read, server_write};
 pub use tally::Tally;
 
 /// Past this many bytes queued for one side, the loop stops reading from the other.
 const HIGH_WATER: usize = 256 * 1024;
-
-/// The client read buffer allocated when a silent client speaks again.
-const READ_START: usize = 8192;
 
 /// Largest step the client read buffer grows by while a large message arrives.
 const READ_CHUNK: usize = 1024 * 1024;
@@ -368,39 +366,5 @@ impl<'a> Session<'a> {
         }
         self.release_at_rest();
         Ok(())
-    }
-}
-
-/// Reads client bytes. With no buffer (an idle session gave it back) it first waits for
-/// the socket to be readable, so a client that stays silent holds no read buffer.
-/// Cancel-safe: `readable` is, and the read itself does not wait.
-async fn client_read(r: &mut ReadHalf<'_>, buf: &mut BytesMut) -> std::io::Result<usize> {
-    if buf.capacity() > buf.len() {
-        return r.read_buf(buf).await;
-    }
-    loop {
-        r.readable().await?;
-        buf.reserve(READ_START);
-        match r.try_read_buf(buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            read => return read,
-        }
-    }
-}
-
-async fn server_write(
-    server: &mut Option<WriteHalf<'_>>,
-    buf: &BytesMut,
-) -> std::io::Result<usize> {
-    match server {
-        Some(w) => w.write(buf).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn server_read(server: &mut Option<(ReadHalf<'_>, &mut BytesMut)>) -> std::io::Result<usize> {
-    match server {
-        Some((r, buf)) => r.read_buf(*buf).await,
-        None => std::future::pending().await,
     }
 }
