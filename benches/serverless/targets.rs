@@ -50,13 +50,6 @@ impl Drop for Target {
     }
 }
 
-/// A port that was free a moment ago.
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// The login role of a mode.
 pub fn role(mode: &str) -> &'static str {
     match mode {
@@ -94,7 +87,7 @@ async fn pooled(
     borrow_timeout: Duration,
     threads: Option<usize>,
 ) -> anyhow::Result<Target> {
-    let port = free_port()?;
+    let port = pgbroker::sandbox::free_port()?;
     let config = format!(
         "[listen]\naddr = \"127.0.0.1:{port}\"\nmetrics_addr = \"127.0.0.1:0\"\n\
          max_client_connections = 19000\n\
@@ -134,7 +127,7 @@ async fn pooled(
 /// derivation, and it logs in to Postgres with the client's proof.
 async fn pgbouncer(cluster: &Cluster, pool_size: usize) -> anyhow::Result<Target> {
     let bin = find_on_path("pgbouncer").context("pgbouncer is not installed")?;
-    let port = free_port()?;
+    let port = pgbroker::sandbox::free_port()?;
     let superuser = cluster.superuser("postgres").await?;
     let sql = "SELECT rolpassword FROM pg_authid WHERE rolname = 'bouncer'";
     let verifier: String = superuser.query_one(sql, &[]).await?.get(0);

@@ -16,7 +16,8 @@ use std::{fs, io};
 
 use tokio_postgres::{Client, Error as PgError, NoTls};
 
-use setup::{blocking, cluster_root, free_port, run, template, write_owned, Pg};
+pub use setup::free_port;
+use setup::{blocking, cluster_root, run, template, write_owned, Pg};
 pub use setup::{find_bin_dir, remove_template};
 
 mod setup;

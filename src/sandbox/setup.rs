@@ -228,7 +228,7 @@ pub(super) fn cluster_root(pg: &Pg) -> Result<PathBuf> {
 }
 
 /// A port that was free a moment ago on 127.0.0.1.
-pub(super) fn free_port() -> io::Result<u16> {
+pub fn free_port() -> io::Result<u16> {
     let listener = std::net::TcpListener::bind((Cluster::HOST, 0))?;
     Ok(listener.local_addr()?.port())
 }

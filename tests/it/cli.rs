@@ -67,12 +67,6 @@ fn scram_secret_reads_stdin() {
     assert_eq!(again.stored_key, parsed.stored_key);
 }
 
-/// A free TCP port on 127.0.0.1.
-fn free_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    probe.local_addr().unwrap().port()
-}
-
 /// The binary running on a config of its own, with JSON logs on a piped stderr.
 struct Running {
     child: tokio::process::Child,
@@ -84,7 +78,7 @@ impl Running {
     /// Runs the binary on `[listen]` (a free port, metrics on a free port too) followed by
     /// `rest` of a config; `RUST_LOG` as given.
     fn start(name: &str, rest: &str, log: &str) -> Running {
-        let port = free_port();
+        let port = pgbroker::sandbox::free_port().unwrap();
         let dir = std::env::temp_dir().join(format!("pgbroker-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("config.toml");
