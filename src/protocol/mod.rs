@@ -7,6 +7,7 @@
 pub mod frame;
 pub mod query;
 pub mod startup;
+pub mod statement;
 pub mod write;
 
 pub use frame::{Header, HEADER_LEN};

@@ -154,9 +154,36 @@ pub fn parse(buf: &mut BytesMut, name: &str, sql: &str) {
     });
 }
 
+/// A Parse message of `definition` (query text, parameter count and types, as a client
+/// sent them) under `name`.
+pub fn parse_definition(buf: &mut BytesMut, name: &str, definition: &[u8]) {
+    message(buf, b'P', |b| {
+        put_cstr(b, name);
+        b.put_slice(definition);
+    });
+}
+
+/// A Bind message of `statement` into `portal`, with the rest of a client's Bind body.
+pub fn bind(buf: &mut BytesMut, portal: &str, statement: &str, rest: &[u8]) {
+    message(buf, b'B', |b| {
+        put_cstr(b, portal);
+        put_cstr(b, statement);
+        b.put_slice(rest);
+    });
+}
+
 /// A Close message for a statement ('S') or portal ('P').
 pub fn close(buf: &mut BytesMut, kind: u8, name: &str) {
-    message(buf, b'C', |b| {
+    target(buf, b'C', kind, name);
+}
+
+/// A Describe message for a statement ('S') or portal ('P').
+pub fn describe(buf: &mut BytesMut, kind: u8, name: &str) {
+    target(buf, b'D', kind, name);
+}
+
+fn target(buf: &mut BytesMut, tag: u8, kind: u8, name: &str) {
+    message(buf, tag, |b| {
         b.put_u8(kind);
         put_cstr(b, name);
     });
