@@ -77,6 +77,10 @@ pub struct PoolSettings {
     /// Server connections older than this are closed when idle.
     #[serde(with = "units::duration")]
     pub server_lifetime: Duration,
+    /// Named statements kept prepared on each server connection (an LRU; the evicted are
+    /// closed). 0: named statements are not tracked, and pin their client in transaction
+    /// mode.
+    pub prepared_statements_per_server: usize,
 }
 
 /// When a server connection goes back to the pool.
@@ -223,6 +227,7 @@ impl Default for PoolSettings {
             on_client_disconnect: OnClientDisconnect::Reuse,
             server_drain_timeout: Duration::from_secs(2),
             min_idle: 0,
+            prepared_statements_per_server: 250,
             spare_ttl: Duration::from_secs(300),
             server_idle_timeout: Duration::from_secs(60),
             server_lifetime: Duration::from_secs(3600),

@@ -59,7 +59,7 @@ impl BorrowError {
             )
             .hint(
                 "raise pool.size or pool.borrow_timeout, shorten transactions, or avoid session \
-                 state that pins a client to its server (named prepared statements, SET, LISTEN)",
+                 state that pins a client to its server (SET, LISTEN, SQL PREPARE)",
             ),
             BorrowError::Login(login) => login.client_message(severity, at_connect),
             BorrowError::Refused { code, times, waited, .. } => ClientMessage::new(

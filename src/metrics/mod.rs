@@ -97,6 +97,19 @@ pub struct PoolMetrics {
     pub idle: Gauge,
     /// pool.size (set when scraped).
     pub size: Gauge,
+    /// Named statements prepared, reused and evicted.
+    pub statements: [Counter; 3],
+}
+
+impl PoolMetrics {
+    /// Counts what happened to named statements.
+    pub fn statements(&self, prepared: u64, reused: u64, evicted: u64) {
+        for (counter, n) in self.statements.iter().zip([prepared, reused, evicted]) {
+            if n > 0 {
+                counter.increment(n);
+            }
+        }
+    }
 }
 
 /// One broker's metrics: its recorder and the handles without a per-function owner.
@@ -185,6 +198,8 @@ impl Metrics {
             active: l.gauge(SERVER_CONNECTIONS, Some(("state", "active"))),
             idle: l.gauge(SERVER_CONNECTIONS, Some(("state", "idle"))),
             size: l.gauge(POOL_SIZE, None),
+            statements: ["prepared", "reused", "evicted"]
+                .map(|event| l.counter(STATEMENTS, Some(("event", event)))),
         }
     }
 

@@ -19,6 +19,8 @@ pub const CAP_REJECTIONS: &str = "pgbroker_cap_rejections_total";
 pub const REAPED: &str = "pgbroker_reaped_total";
 /// Sessions pinned to their server connection, by account, function and reason.
 pub const PINNED: &str = "pgbroker_pinned_sessions_total";
+/// Named prepared statements, by database, user and event (prepared / reused / evicted).
+pub const STATEMENTS: &str = "pgbroker_prepared_statements_total";
 /// Server logins completed, by database and user.
 pub const SERVER_CONNECTS: &str = "pgbroker_server_connects_total";
 /// Server login time (connect + authentication), by database and user.
@@ -54,6 +56,7 @@ pub(super) const HELP: &[(&str, &str)] = &[
     (CAP_REJECTIONS, "Transactions or connections refused: cap = function (its concurrency cap or its full queue), account, pool (no server connection within borrow_timeout), clients (client caps at connect)."),
     (REAPED, "Connections ended by the reaper: client_idle, idle_in_transaction (clients), server_idle, server_lifetime (server connections)."),
     (PINNED, "Sessions pinned to one server connection for the rest of their life, by what pinned them."),
+    (STATEMENTS, "Named prepared statements in transaction pooling: prepared (a Parse sent to a server: the client's, or on demand before a Bind or Describe on a server that lacked it), reused (a client's Parse answered by the broker: the server had the statement), evicted (closed to keep a server within pool.prepared_statements_per_server)."),
     (SERVER_CONNECTS, "Server connections logged in to Postgres."),
     (SERVER_CONNECT_SECONDS, "Time to connect and log in to Postgres."),
     (LOGINS_IN_FLIGHT, "Server logins in flight, all pools together (bounded by backend.max_concurrent_logins)."),

@@ -11,10 +11,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::messages::{statement_error, Heard};
+use super::pipeline::{Entry, Pipeline, Reply, Route, Undo};
 use super::state::Position;
+use super::statements::{ClientStatements, ServerStatements};
 use crate::error::{FrameError, ServerError};
 use crate::protocol::frame::{cstr, sqlstate, whole_frame, Passthrough, Step};
-use crate::protocol::write;
+use crate::protocol::write::{self, Severity};
+
+/// SQLSTATE of a statement name used twice (duplicate_prepared_statement).
+const DUPLICATE: &str = "42P05";
 
 /// Parameter name → value.
 pub type Params = BTreeMap<String, String>;
@@ -45,16 +50,17 @@ pub struct ServerConn {
     pub extras: Params,
     /// A client ran RESET or DISCARD: `extras` says which names may be set, not their values.
     extras_stale: bool,
-    scan: Passthrough,
-    /// ReadyForQuery messages still owed to statements the broker put in front of a
-    /// client's messages; everything up to them is the broker's, not the client's.
-    prelude: u32,
+    pub(super) scan: Passthrough,
+    /// The replies owed, in order, and who reads each.
+    pub(super) pipeline: Pipeline,
+    /// The statements prepared here under the broker's names.
+    pub(super) prepared: ServerStatements,
     /// The first error among the broker's own statements in front of a client's.
     prelude_error: Option<ServerError>,
     /// A client may have left an unnamed prepared statement here (Parse with no name since
     /// the last simple Query); the next client must not be able to Bind it.
     unnamed: bool,
-    cancel: CancelTarget,
+    pub(super) cancel: CancelTarget,
     created: Instant,
     /// When the server last sent something: at rest in the pool, when it went idle.
     last_heard: Instant,
@@ -70,7 +76,8 @@ impl ServerConn {
             params: Params::new(),
             extras: Params::new(),
             scan: Passthrough::default(),
-            prelude: 0,
+            pipeline: Pipeline::default(),
+            prepared: ServerStatements::default(),
             prelude_error: None,
             unnamed: false,
             extras_stale: false,
@@ -125,7 +132,7 @@ impl ServerConn {
     /// Idle in the protocol with nothing unread: may serve another client.
     pub fn at_rest(&self) -> bool {
         self.position.is_idle()
-            && self.prelude == 0
+            && self.pipeline.is_empty()
             && self.rbuf.is_empty()
             && !self.scan.mid_frame()
     }
@@ -147,16 +154,19 @@ impl ServerConn {
         write::query(&mut out, sql);
         self.send(&out).await?;
         self.position.sent(b'Q');
+        self.pipeline
+            .push(Entry::broker(Reply::Query, Undo::Nothing));
         self.drain(what).await
     }
 
     /// Reads and discards server messages until the position is quiet, keeping `params`
     /// current; the first ErrorResponse is returned once the server is at rest.
     pub async fn drain(&mut self, what: &'static str) -> Result<(), ServerError> {
-        // Whatever the broker queued in front is read and dropped here with the rest.
-        self.prelude = 0;
+        // Whatever is owed is read and dropped here; what the server skipped is undone on
+        // the broker's side (the client's names no longer matter).
         self.prelude_error = None;
         let mut failure = None;
+        let (mut gone, mut sink) = (ClientStatements::default(), BytesMut::new());
         while !self.position.is_quiet() {
             let Some((header, body)) = whole_frame(&self.rbuf)? else {
                 self.fill().await?;
@@ -167,49 +177,72 @@ impl ServerConn {
             if header.tag == b'E' && failure.is_none() {
                 failure = Some(statement_error(what, body));
             }
+            self.pipeline
+                .advance(header.tag, &mut gone, &mut self.prepared, &mut sink);
             self.rbuf.advance(len);
+        }
+        if !self.pipeline.is_empty() {
+            // Replies the broker expected never came: what is prepared here is unknown.
+            return Err(ServerError::Closed);
         }
         failure.map_or(Ok(()), Err)
     }
 
     /// Moves what the server sent into `out` (for the client), keeping position and
-    /// parameters; `heard` hears each ParameterStatus, ErrorResponse and ReadyForQuery
-    /// passed on. Large rows stream through without being buffered whole.
+    /// parameters, dropping the replies to the broker's own messages, answering the Parses
+    /// the server was spared, and keeping `client`'s statement names in step with what the
+    /// server carried out; `heard` hears each ParameterStatus, ErrorResponse and
+    /// ReadyForQuery passed on. Large rows stream through without being buffered whole.
     pub fn forward_into(
         &mut self,
         out: &mut BytesMut,
+        client: &mut ClientStatements,
         mut heard: impl FnMut(Heard<'_>),
     ) -> Result<(), FrameError> {
         self.last_heard = Instant::now();
         loop {
-            let ours = self.prelude > 0;
+            let pipeline = &self.pipeline;
             let Some(step) = self
                 .scan
-                .next(&self.rbuf, |t| ours || Position::watches(t))?
+                .next(&self.rbuf, |t| pipeline.wants(t) || Position::watches(t))?
             else {
                 return Ok(());
             };
-            if let Step::Frame(header, body, _) = &step {
-                let param = observe(&mut self.position, &mut self.params, header.tag, body);
-                match (header.tag, param) {
-                    (b'Z', _) if ours => self.prelude -= 1,
-                    (b'E', _) if ours && self.prelude_error.is_none() => {
+            let len = step.len();
+            let Step::Frame(header, body, bytes) = step else {
+                // Only frames the client reads pass through unread.
+                out.extend_from_slice(&self.rbuf[..len]);
+                self.rbuf.advance(len);
+                continue;
+            };
+            let param = observe(&mut self.position, &mut self.params, header.tag, body);
+            match self.pipeline.route(header.tag) {
+                Route::Drop => {}
+                Route::Broker => {
+                    if self.prelude_error.is_none() {
                         self.prelude_error = Some(statement_error("session parameters", body));
                     }
-                    _ if ours => {}
-                    (_, Some((name, value))) => heard(Heard::Param(name, value)),
-                    (b'E', _) => heard(Heard::Error(sqlstate(body).unwrap_or_default())),
-                    (b'Z', _) => heard(Heard::Ready {
-                        status: self.position.status,
-                        more: self.position.outstanding > 0,
-                    }),
-                    _ => {}
+                }
+                Route::Duplicate(name) => {
+                    let text = format!("prepared statement \"{name}\" already exists");
+                    write::error_response(out, Severity::Error, DUPLICATE, &text, None);
+                    heard(Heard::Error(DUPLICATE));
+                }
+                Route::Client => {
+                    out.extend_from_slice(bytes);
+                    match (header.tag, param) {
+                        (_, Some((name, value))) => heard(Heard::Param(name, value)),
+                        (b'E', _) => heard(Heard::Error(sqlstate(body).unwrap_or_default())),
+                        (b'Z', _) => heard(Heard::Ready {
+                            status: self.position.status,
+                            more: self.position.outstanding > 0,
+                        }),
+                        _ => {}
+                    }
                 }
             }
-            let len = step.len();
-            if !ours {
-                out.extend_from_slice(&self.rbuf[..len]);
-            }
+            self.pipeline
+                .advance(header.tag, client, &mut self.prepared, out);
             self.rbuf.advance(len);
         }
     }
@@ -230,8 +263,16 @@ impl ServerConn {
         self.extras_stale = false;
     }
 
-    /// Accounts for a whole client frame about to be sent.
+    /// Accounts for a whole client frame about to be sent as it is.
     pub fn sent(&mut self, tag: u8, frame: &[u8]) {
+        self.note_sent(tag, frame);
+        if let Some(reply) = Reply::of(tag).filter(|_| !self.pipeline.ignoring() || tag == b'S') {
+            self.pipeline.push(Entry::client(reply));
+        }
+    }
+
+    /// Accounts for a frame about to be sent in the protocol position alone.
+    pub(super) fn note_sent(&mut self, tag: u8, frame: &[u8]) {
         self.position.sent(tag);
         match tag {
             // A Parse's body starts with the statement name; an empty one is a NUL.
@@ -245,8 +286,9 @@ impl ServerConn {
     /// swallowed, and an error in them is kept for [`ServerConn::take_prelude_error`].
     pub fn queue_statement(&mut self, sql: &str, out: &mut BytesMut) {
         write::query(out, sql);
-        self.sent(b'Q', &[]);
-        self.prelude += 1;
+        self.note_sent(b'Q', &[]);
+        self.pipeline
+            .push(Entry::broker(Reply::Query, Undo::Nothing));
     }
 
     /// The first error of the broker's own queued statements, once.
@@ -264,89 +306,12 @@ impl ServerConn {
         write::sync(out);
         self.position.sent(b'C');
         self.position.sent(b'S');
-        self.prelude += 1;
+        self.pipeline
+            .push(Entry::broker(Reply::Close, Undo::Nothing));
+        self.pipeline
+            .push(Entry::broker(Reply::Sync, Undo::Nothing));
         self.unnamed = false;
     }
-
-    /// Skips the rest of a frame that was being passed through to a client that left.
-    async fn skip_partial_frame(&mut self) -> Result<(), ServerError> {
-        while self.scan.mid_frame() {
-            if self.rbuf.is_empty() {
-                self.fill().await?;
-            }
-            let n = self.scan.skip(self.rbuf.len());
-            self.rbuf.advance(n);
-        }
-        Ok(())
-    }
-
-    /// Brings a connection whose client left back to rest: sends what was still queued
-    /// for it (`pending`, whole frames), cancels a running query, ends COPY and open
-    /// pipelines, rolls back, and with `discard_all` resets the session. An error means the
-    /// connection must be closed. Not cancel-safe (the caller bounds it with a timeout and
-    /// closes the connection when it fires).
-    pub async fn settle(&mut self, pending: &[u8], ending: Ending) -> Result<(), ServerError> {
-        self.skip_partial_frame().await?;
-        self.send(pending).await?;
-        if !self.position.is_quiet() {
-            self.stop_in_flight(ending.cancel).await?;
-        }
-        if self.position.status != b'I' {
-            self.run("ROLLBACK", "rollback").await?;
-        }
-        if ending.discard_all {
-            self.run("DISCARD ALL", "session reset").await?;
-            self.set_extras(&Params::new());
-        }
-        Ok(())
-    }
-
-    /// Ends whatever the client left in flight without committing any of it: aborts a COPY
-    /// with CopyFail; turns an extended batch that never got its Sync into an error (so the
-    /// Sync the broker sends rolls its implicit transaction back instead of committing it);
-    /// with `cancel`, cancels what is running first.
-    async fn stop_in_flight(&mut self, cancel: bool) -> Result<(), ServerError> {
-        let cancelled = cancel && (self.position.outstanding > 0 || self.position.unsynced);
-        if cancelled {
-            // Best effort: if it is not delivered, the drain below waits for the query.
-            let _ = crate::cancel::send_cancel(self.cancel).await;
-        }
-        let mut out = BytesMut::new();
-        if self.position.copy_in {
-            write::copy_fail(&mut out, "pgbroker: client disconnected");
-            self.position.sent(b'f');
-        } else if self.position.unsynced {
-            write::parse(&mut out, "", ABORT_BATCH);
-            self.sent(b'P', &out);
-        }
-        if self.position.unsynced || !out.is_empty() {
-            write::sync(&mut out);
-            self.position.sent(b'S');
-        }
-        self.send(&out).await?;
-        match self.drain("abandoned query").await {
-            // The cancel was consumed by the query it was meant for.
-            Err(ServerError::Statement { code, .. }) if code == "57014" => Ok(()),
-            // A cancel that found nothing to cancel may still hit the next query: close.
-            Ok(()) | Err(ServerError::Statement { .. }) if cancelled => Err(ServerError::Closed),
-            Ok(()) | Err(ServerError::Statement { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-}
-
-/// A statement that fails to parse: sent before the broker's Sync so that an extended batch
-/// the client left unfinished ends in an error, never in a commit.
-const ABORT_BATCH: &str = "pgbroker: client left before Sync";
-
-/// How a client's session ended, for [`ServerConn::settle`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ending {
-    /// Cancel what is running (the client vanished) rather than let it finish (the client
-    /// said Terminate after it).
-    pub cancel: bool,
-    /// Reset the session with DISCARD ALL (session mode, pinned sessions).
-    pub discard_all: bool,
 }
 
 impl Drop for ServerConn {

@@ -5,8 +5,12 @@ pub mod conn;
 pub mod gate;
 pub mod login;
 mod messages;
+mod pipeline;
 mod pools;
+mod prepare;
+mod settle;
 pub mod state;
+pub mod statements;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -15,12 +19,15 @@ use std::time::{Duration, Instant};
 use deadpool::managed::{self, PoolError, QueueMode, RecycleError, RecycleResult};
 use deadpool::Runtime;
 
-pub use conn::{CancelTarget, Ending, Params, ServerConn};
+pub use conn::{CancelTarget, Params, ServerConn};
 pub use gate::LoginGate;
 pub use login::LoginTarget;
 pub use messages::Heard;
 pub use pools::{BackendAddr, Pools};
+pub use prepare::{StatementEvents, Translation};
+pub use settle::Ending;
 pub use state::Position;
+pub use statements::ClientStatements;
 
 use crate::config::PoolSettings;
 use crate::error::{BorrowError, LoginError};
@@ -277,6 +284,13 @@ impl Pool {
         // Closed here, outside the pool lock.
         drop(removed);
         reaps
+    }
+
+    /// Counts what happened to named statements on its connections.
+    pub fn count_statements(&self, events: StatementEvents) {
+        if let Some(metrics) = self.inner.manager().metrics.get() {
+            metrics.statements(events.prepared, events.reused, events.evicted);
+        }
     }
 
     /// Sets its server connection gauges.

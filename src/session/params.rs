@@ -72,17 +72,20 @@ impl ClientParams {
         Ok(params)
     }
 
-    /// What a client Query or Parse does to the session: pin, or reset settings.
-    pub fn effects(&self, tag: u8, frame: &[u8]) -> Effects {
+    /// What a client Query or Parse does to the session: pin, reset settings, deallocate
+    /// statements. `track_named`: named statements are tracked by the broker (otherwise a
+    /// named Parse pins).
+    pub fn effects(&self, tag: u8, frame: &[u8], track_named: bool) -> Effects {
         let body = frame.get(crate::protocol::HEADER_LEN..).unwrap_or_default();
         let sql = match tag {
             b'Q' => body,
             b'P' => match body.iter().position(|&b| b == 0) {
                 Some(0) => &body[1..],
+                Some(end) if track_named => &body[end + 1..],
                 _ => {
                     return Effects {
                         pin: Some(PinReason::NamedStatement),
-                        resets: false,
+                        ..Effects::default()
                     };
                 }
             },

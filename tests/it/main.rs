@@ -11,6 +11,7 @@ mod endings;
 mod extended;
 mod observe;
 mod pooling;
+mod prepared;
 mod protocol;
 mod raw;
 mod reaping;

@@ -17,7 +17,7 @@ fn program(name: &str) -> std::path::PathBuf {
 }
 
 /// Runs a program with the broker's connection settings in its environment.
-async fn run(h: &Harness, name: &str, args: &[&str], stdin: &str) -> (bool, String) {
+pub async fn run(h: &Harness, name: &str, args: &[&str], stdin: &str) -> (bool, String) {
     let mut command = Command::new(program(name));
     command
         .args(args)
@@ -87,14 +87,14 @@ async fn psql_queries_and_copy() {
     assert!(ok && out.contains("NOTICE:  hello from plpgsql"), "{out}");
 }
 
-fn failures(out: &str) -> Option<u64> {
+pub fn failures(out: &str) -> Option<u64> {
     let line = out
         .lines()
         .find(|l| l.starts_with("number of failed transactions:"))?;
     line.split_whitespace().nth(4)?.parse().ok()
 }
 
-fn processed(out: &str) -> Option<u64> {
+pub fn processed(out: &str) -> Option<u64> {
     let line = out
         .lines()
         .find(|l| l.starts_with("number of transactions actually processed:"))?;

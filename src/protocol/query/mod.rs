@@ -59,6 +59,10 @@ pub struct Effects {
     pub pin: Option<PinReason>,
     /// It resets settings (RESET, DISCARD): what the broker SET on the server is unknown now.
     pub resets: bool,
+    /// It may deallocate prepared statements (DEALLOCATE, DISCARD ALL).
+    pub deallocates: bool,
+    /// It deallocates all of them (DEALLOCATE ALL, DISCARD ALL).
+    pub deallocates_all: bool,
 }
 
 /// The first words of one statement, and which of them a `.` follows.
@@ -120,6 +124,10 @@ pub fn analyze(sql: &str, backslash_quotes: bool, tracked: impl Fn(&str) -> bool
         }
         effects.pin = effects.pin.or_else(|| statement_pin(&lead, &tracked));
         effects.resets |= lead.is(0, "reset") || lead.is(0, "discard");
+        let all = if lead.is(1, "prepare") { 2 } else { 1 };
+        let discard_all = lead.is(0, "discard") && lead.is(1, "all");
+        effects.deallocates |= lead.is(0, "deallocate") || discard_all;
+        effects.deallocates_all |= (lead.is(0, "deallocate") && lead.is(all, "all")) || discard_all;
         if ended {
             return effects;
         }

@@ -119,6 +119,21 @@ fn reset_and_discard_are_reported() {
 }
 
 #[test]
+fn deallocation_is_reported() {
+    let effects = |sql| {
+        let e = analyze(sql, false, tracked);
+        (e.deallocates, e.deallocates_all)
+    };
+    assert_eq!(effects("DEALLOCATE ALL"), (true, true));
+    assert_eq!(effects("deallocate prepare all"), (true, true));
+    assert_eq!(effects("select 1; DISCARD ALL"), (true, true));
+    assert_eq!(effects("DEALLOCATE p1"), (true, false));
+    assert_eq!(effects("DEALLOCATE PREPARE p1"), (true, false));
+    assert_eq!(effects("DISCARD PLANS"), (false, false));
+    assert_eq!(effects("SELECT 'deallocate all'"), (false, false));
+}
+
+#[test]
 fn backslash_quotes_when_standard_strings_are_off() {
     let sql = r"SELECT 'it\'s'; SET work_mem = '1GB'";
     assert_eq!(analyze(sql, true, tracked).pin, Some(PinReason::Set));

@@ -11,11 +11,12 @@ use super::params::ClientParams;
 use super::startup::ClientIo;
 use super::{Greeted, Shared};
 use crate::cancel::CancelKey;
+use crate::config::PoolMode;
 use crate::error::{FrameError, ServerError, SessionError};
 use crate::limits::{ClientSlot, Permits};
 use crate::metrics::Reaped;
-use crate::pool::{Borrowed, Heard, Pool};
-use crate::protocol::query::PinReason;
+use crate::pool::{Borrowed, ClientStatements, Heard, Pool, StatementEvents, Translation};
+use crate::protocol::query::{Effects, PinReason};
 use crate::protocol::write;
 use crate::protocol::Header;
 use crate::reaper::{Phase, Reason, Registration};
@@ -99,6 +100,8 @@ pub struct Session<'a> {
     validated: bool,
     /// Its transactions, for metrics and the closing log line.
     tally: Tally,
+    /// Its named prepared statements (transaction mode).
+    statements: ClientStatements,
 }
 
 impl<'a> Session<'a> {
@@ -118,6 +121,7 @@ impl<'a> Session<'a> {
             slot: greeted.slot,
             permits: None,
             tally: Tally::default(),
+            statements: ClientStatements::default(),
         }
     }
 
@@ -311,8 +315,38 @@ impl<'a> Session<'a> {
         let Link::Held(conn, hold) = &mut self.link else {
             return Ok(());
         };
+        let pool = &self.shared.config.pool;
+        let capacity = pool.prepared_statements_per_server;
+        let tracked = capacity > 0 && pool.mode == PoolMode::Transaction;
+        let frame = &self.io.rbuf[..len];
+        let mut effects = Effects::default();
+        if *hold == Hold::Transaction || tracked {
+            effects = self.params.effects(tag, frame, tracked);
+        }
+        if tracked {
+            if effects.deallocates_all {
+                self.statements.clear();
+            }
+            if effects.deallocates {
+                conn.close_all(&mut self.to_server);
+            }
+            let mut events = StatementEvents::default();
+            let mut translation = Translation {
+                client: &mut self.statements,
+                capacity,
+                to_server: &mut self.to_server,
+                to_client: &mut self.io.wbuf,
+                events: &mut events,
+            };
+            effects.pin = conn.send_translated(frame, effects.pin, &mut translation)?;
+            if events != StatementEvents::default() {
+                self.pool.count_statements(events);
+            }
+        } else {
+            conn.sent(tag, frame);
+            self.to_server.extend_from_slice(frame);
+        }
         if *hold == Hold::Transaction {
-            let effects = self.params.effects(tag, &self.io.rbuf[..len]);
             if effects.resets {
                 conn.forget_extras();
             }
@@ -331,8 +365,6 @@ impl<'a> Session<'a> {
             }
         }
         self.tally.sent(tag, &self.slot.function.metrics);
-        conn.sent(tag, &self.io.rbuf[..len]);
-        self.to_server.extend_from_slice(&self.io.rbuf[..len]);
         self.io.rbuf.advance(len);
         Ok(())
     }
@@ -353,12 +385,16 @@ impl<'a> Session<'a> {
         };
         let (params, tally) = (&mut self.params, &mut self.tally);
         let (function, metrics) = (&self.slot.function.metrics, &self.shared.metrics);
-        conn.forward_into(&mut self.io.wbuf, |heard| match heard {
-            Heard::Param(name, value) => params.reported_by_server(name, value),
-            Heard::Error(code) => metrics.error(code),
-            Heard::Ready { status: b'I', more } => tally.ended(function, more),
-            Heard::Ready { .. } => {}
-        })
+        conn.forward_into(
+            &mut self.io.wbuf,
+            &mut self.statements,
+            |heard| match heard {
+                Heard::Param(name, value) => params.reported_by_server(name, value),
+                Heard::Error(code) => metrics.error(code),
+                Heard::Ready { status: b'I', more } => tally.ended(function, more),
+                Heard::Ready { .. } => {}
+            },
+        )
         .map_err(ServerError::from)?;
         if let Some(ServerError::Statement { code, message, .. }) = conn.take_prelude_error() {
             conn.forget_extras();
