@@ -96,6 +96,44 @@ impl ClientParams {
         analyze(&text, !self.standard_strings(), |name| self.tracks(name))
     }
 
+    /// A Query or unnamed Parse that is only `SET extra_float_digits = n` (what pgjdbc
+    /// sends on connect):
+    /// an unreported output-format setting the broker can carry as one of the client's
+    /// extras, replayed on every server, instead of pinning. Returns its name and value.
+    pub fn carried_set(frame: &[u8]) -> Option<(&'static str, String)> {
+        const NAME: &str = "extra_float_digits";
+        let body = match frame.first() {
+            Some(b'Q') => frame.get(crate::protocol::HEADER_LEN..)?,
+            // The unnamed statement (drivers send their setup this way).
+            Some(b'P') => frame
+                .get(crate::protocol::HEADER_LEN..)?
+                .strip_prefix(b"\0")?,
+            _ => return None,
+        };
+        let text = std::str::from_utf8(body.split(|&b| b == 0).next()?).ok()?;
+        let text = text.trim().trim_end_matches(';').replace('=', " = ");
+        let mut words = text.split_whitespace();
+        if !words.next()?.eq_ignore_ascii_case("set") {
+            return None;
+        }
+        let mut name = words.next()?;
+        if name.eq_ignore_ascii_case("session") {
+            name = words.next()?;
+        }
+        let op = words.next()?;
+        let value = words.next()?;
+        if !name.eq_ignore_ascii_case(NAME)
+            || (op != "=" && !op.eq_ignore_ascii_case("to"))
+            || words.next().is_some()
+        {
+            return None;
+        }
+        let digits: i32 = value.trim_matches('\'').parse().ok()?;
+        (-15..=3)
+            .contains(&digits)
+            .then(|| (NAME, digits.to_string()))
+    }
+
     /// True when SET of `name` is replayed by the broker (so it needs no pin).
     pub fn tracks(&self, name: &str) -> bool {
         canonical(&self.reported, name).is_some_and(|k| is_settable(k))
@@ -198,6 +236,35 @@ pub fn quote_literal(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extra_float_digits_is_carried_not_pinned() {
+        let q = |sql: &str| {
+            let mut frame = vec![b'Q', 0, 0, 0, 0];
+            frame.extend_from_slice(sql.as_bytes());
+            frame.push(0);
+            ClientParams::carried_set(&frame)
+        };
+        let three = Some(("extra_float_digits", "3".to_owned()));
+        assert_eq!(q("SET extra_float_digits = 3"), three);
+        assert_eq!(q("set SESSION extra_float_digits TO '3';"), three);
+        assert_eq!(
+            q("SET extra_float_digits=-2"),
+            Some(("extra_float_digits", "-2".into()))
+        );
+        assert_eq!(
+            q("SET extra_float_digits = 4"),
+            None,
+            "out of range: Postgres refuses it"
+        );
+        assert_eq!(q("SET extra_float_digits = 3; SET work_mem = '1GB'"), None);
+        assert_eq!(q("SET LOCAL extra_float_digits = 3"), None);
+        assert_eq!(q("SET work_mem = 3"), None);
+        let parse = b"P\0\0\0\0\0SET extra_float_digits = 3\0\0\0";
+        assert_eq!(ClientParams::carried_set(parse), three);
+        let named = b"P\0\0\0\0s\0SET extra_float_digits = 3\0\0\0";
+        assert_eq!(ClientParams::carried_set(named), None);
+    }
 
     fn baseline() -> Params {
         [

@@ -512,3 +512,19 @@ async fn pgbench_prepared_mode_through_a_small_pool() {
         "no session was pinned"
     );
 }
+
+#[tokio::test]
+async fn extra_float_digits_follows_its_client_without_pinning() {
+    // pgjdbc sends this on every connect: carried like a startup setting, not pinned.
+    let h = Harness::start(|c| c.pool.size = 1).await;
+    let (a, b) = (h.connect().await, h.connect().await);
+    a.simple_query("SET extra_float_digits = 3").await.unwrap();
+    assert_eq!(scalar(&b, "SHOW extra_float_digits").await, "1");
+    assert_eq!(scalar(&a, "SHOW extra_float_digits").await, "3");
+    assert_eq!(scalar(&b, "SHOW extra_float_digits").await, "1");
+    let s = Scrape::take(h.metrics.unwrap()).await;
+    assert!(
+        !s.has("pgbroker_pinned_sessions_total"),
+        "no session was pinned"
+    );
+}

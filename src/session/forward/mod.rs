@@ -11,12 +11,11 @@ use super::params::ClientParams;
 use super::startup::ClientIo;
 use super::{Greeted, Shared};
 use crate::cancel::CancelKey;
-use crate::config::PoolMode;
 use crate::error::{FrameError, ServerError, SessionError};
 use crate::limits::{ClientSlot, Permits};
 use crate::metrics::Reaped;
-use crate::pool::{Borrowed, ClientStatements, Heard, Pool, StatementEvents, Translation};
-use crate::protocol::query::{Effects, PinReason};
+use crate::pool::{Borrowed, ClientStatements, Heard, Pool};
+use crate::protocol::query::PinReason;
 use crate::protocol::write;
 use crate::protocol::Header;
 use crate::reaper::{Phase, Reason, Registration};
@@ -24,6 +23,7 @@ use crate::reaper::{Phase, Reason, Registration};
 mod borrow;
 mod io;
 mod release;
+mod send;
 mod tally;
 
 use io::{client_read, server_read, server_write};
@@ -312,58 +312,7 @@ impl<'a> Session<'a> {
             self.skip_frame(tag, len);
             return Ok(());
         }
-        let Link::Held(conn, hold) = &mut self.link else {
-            return Ok(());
-        };
-        let pool = &self.shared.config.pool;
-        let capacity = pool.prepared_statements_per_server;
-        let tracked = capacity > 0 && pool.mode == PoolMode::Transaction;
-        let frame = &self.io.rbuf[..len];
-        let mut effects = Effects::default();
-        if *hold == Hold::Transaction || tracked {
-            effects = self.params.effects(tag, frame, tracked);
-        }
-        if tracked {
-            if effects.deallocates_all {
-                self.statements.clear();
-            }
-            if effects.deallocates {
-                conn.close_all(&mut self.to_server);
-            }
-            let mut events = StatementEvents::default();
-            let mut translation = Translation {
-                client: &mut self.statements,
-                capacity,
-                to_server: &mut self.to_server,
-                to_client: &mut self.io.wbuf,
-                events: &mut events,
-            };
-            effects.pin = conn.send_translated(frame, effects.pin, &mut translation)?;
-            if events != StatementEvents::default() {
-                self.pool.count_statements(events);
-            }
-        } else {
-            conn.sent(tag, frame);
-            self.to_server.extend_from_slice(frame);
-        }
-        if *hold == Hold::Transaction {
-            if effects.resets {
-                conn.forget_extras();
-            }
-            if let Some(reason) = effects.pin {
-                let (account, function) = (&self.slot.account.name, &self.slot.function.name);
-                tracing::debug!(
-                    %account,
-                    %function,
-                    reason = reason.as_str(),
-                    "session pinned to its server connection"
-                );
-                self.shared
-                    .metrics
-                    .pinned(account, function, reason.as_str());
-                *hold = Hold::Pinned(reason);
-            }
-        }
+        self.send_held(tag, len)?;
         self.tally.sent(tag, &self.slot.function.metrics);
         self.io.rbuf.advance(len);
         Ok(())
