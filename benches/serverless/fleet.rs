@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 
 use crate::targets::Target;
@@ -120,8 +121,9 @@ pub async fn burst(target: &Target, n: usize) -> Tally {
     gather(workers).await
 }
 
-/// `clients` containers keep their connection and invoke back to back (pgbench -S style).
-pub async fn warm(target: &Target, clients: usize, duration: Duration) -> Tally {
+/// `clients` containers keep their connection and invoke back to back (pgbench -S style):
+/// simple-protocol queries, or with `prepared` one named statement each, prepared once.
+pub async fn warm(target: &Target, clients: usize, duration: Duration, prepared: bool) -> Tally {
     let workers = (0..clients).map(|w| {
         let url = target.url(&format!("fn{}", w % 8));
         tokio::spawn(async move {
@@ -133,14 +135,36 @@ pub async fn warm(target: &Target, clients: usize, duration: Duration) -> Tally 
                     return tally;
                 }
             };
+            let statement = if prepared {
+                match client.prepare("SELECT v FROM kv WHERE k = $1::int4").await {
+                    Ok(statement) => Some(statement),
+                    Err(e) => {
+                        tally.failed(&e);
+                        return tally;
+                    }
+                }
+            } else {
+                None
+            };
             let deadline = Instant::now() + duration;
             let mut i = w as u64;
             while Instant::now() < deadline {
                 let started = Instant::now();
-                let sql = transaction(i);
-                let query = client.simple_query(&sql);
-                match tokio::time::timeout(INVOCATION_TIMEOUT, query).await {
-                    Ok(Ok(_)) => {
+                let outcome = match &statement {
+                    Some(statement) => {
+                        let key = i32::try_from(i % 10_000 + 1).unwrap_or(1);
+                        let params: [&(dyn ToSql + Sync); 1] = [&key];
+                        let query = client.query(statement, &params);
+                        (tokio::time::timeout(INVOCATION_TIMEOUT, query).await).map(|r| r.map(drop))
+                    }
+                    None => {
+                        let sql = transaction(i);
+                        let query = client.simple_query(&sql);
+                        (tokio::time::timeout(INVOCATION_TIMEOUT, query).await).map(|r| r.map(drop))
+                    }
+                };
+                match outcome {
+                    Ok(Ok(())) => {
                         tally.done += 1;
                         tally.invoke.push(started.elapsed().as_secs_f64());
                     }

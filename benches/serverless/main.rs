@@ -6,6 +6,8 @@
 //! - `cold`: invocations that connect, run one short transaction and disconnect;
 //! - `burst`: 5 × max_connections such invocations released at once;
 //! - `warm`: containers that keep their connection, invoking back to back;
+//! - `warm_prepared`: the same with a named prepared statement each (tokio-postgres
+//!   `prepare` + `query`), as most drivers send;
 //! - `frozen`: thousands of idle connections held open while a few functions work.
 //!
 //! Per scenario and mode: invocations/s, connect and invocation latency percentiles, errors
@@ -42,8 +44,12 @@ struct Args {
     /// A short run for CI (under a minute): 2s scenarios, a fleet of 1,000.
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run, comma-separated: cold, burst, warm, frozen.
-    #[arg(long, value_delimiter = ',', default_value = "cold,burst,warm,frozen")]
+    /// Scenarios to run, comma-separated: cold, burst, warm, warm_prepared, frozen.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "cold,burst,warm,warm_prepared,frozen"
+    )]
     scenario: Vec<String>,
     /// Concurrent clients of the cold and warm scenarios.
     #[arg(long, default_value_t = 20)]
@@ -147,7 +153,7 @@ impl Bench {
     /// Runs one scenario against one target, with the samplers around it.
     /// The requested scenarios, checked before anything runs.
     fn scenarios(&self) -> anyhow::Result<Vec<&'static str>> {
-        let known = ["cold", "burst", "warm", "frozen"];
+        let known = ["cold", "burst", "warm", "warm_prepared", "frozen"];
         let pick = |name: &String| known.into_iter().find(|k| k == name);
         (self.args.scenario.iter())
             .map(|name| {
@@ -243,9 +249,10 @@ impl Bench {
         match name {
             "cold" => fleet::cold(target, clients, duration).await,
             "burst" => fleet::burst(target, 5 * MAX_CONNECTIONS as usize).await,
-            "warm" => fleet::warm(target, clients, duration).await,
+            "warm" => fleet::warm(target, clients, duration, false).await,
+            "warm_prepared" => fleet::warm(target, clients, duration, true).await,
             // A few functions keep working while the fleet sleeps.
-            _ => fleet::warm(target, 4, duration).await,
+            _ => fleet::warm(target, 4, duration, false).await,
         }
     }
 }

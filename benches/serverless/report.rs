@@ -95,7 +95,7 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 
 pub fn print(rows: &[Row]) {
     println!(
-        "{:<8} {:<10} {:>8} {:>9} {:>17} {:>17} {:>5} {:>8} {:>8} {:>8} {:>7} {:>8}  errors",
+        "{:<13} {:<10} {:>8} {:>9} {:>17} {:>17} {:>5} {:>8} {:>8} {:>8} {:>7} {:>8}  errors",
         "scenario",
         "mode",
         "done",
@@ -112,7 +112,7 @@ pub fn print(rows: &[Row]) {
     for r in rows {
         let errors: Vec<String> = r.errors.iter().map(|(c, n)| format!("{c}×{n}")).collect();
         println!(
-            "{:<8} {:<10} {:>8} {:>9.0} {:>17} {:>17} {:>5} {:>8} {:>8} {:>8} {:>7} {:>8}  {}",
+            "{:<13} {:<10} {:>8} {:>9.0} {:>17} {:>17} {:>5} {:>8} {:>8} {:>8} {:>7} {:>8}  {}",
             r.scenario,
             r.mode,
             r.invocations,
