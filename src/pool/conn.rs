@@ -18,9 +18,6 @@ use crate::error::{FrameError, ServerError};
 use crate::protocol::frame::{cstr, sqlstate, whole_frame, Passthrough, Step};
 use crate::protocol::write::{self, Severity};
 
-/// SQLSTATE of a statement name used twice (duplicate_prepared_statement).
-const DUPLICATE: &str = "42P05";
-
 /// Parameter name → value.
 pub type Params = BTreeMap<String, String>;
 
@@ -223,10 +220,10 @@ impl ServerConn {
                         self.prelude_error = Some(statement_error("session parameters", body));
                     }
                 }
-                Route::Duplicate(name) => {
-                    let text = format!("prepared statement \"{name}\" already exists");
-                    write::error_response(out, Severity::Error, DUPLICATE, &text, None);
-                    heard(Heard::Error(DUPLICATE));
+                Route::Refused(refusal) => {
+                    let (code, text) = (refusal.code, &refusal.message);
+                    write::error_response(out, Severity::Error, code, text, None);
+                    heard(Heard::Error(code));
                 }
                 Route::Client => {
                     out.extend_from_slice(bytes);

@@ -82,9 +82,19 @@ pub(super) enum Answer {
     /// A client message the server is spared: when its turn comes the broker answers with
     /// this message (ParseComplete, CloseComplete) itself.
     Fake(u8),
-    /// A client Parse that reuses a name: the server's error (for a Describe of a statement
-    /// that does not exist) is replaced by the one Postgres gives for a duplicate name.
-    Duplicate(Box<str>),
+    /// A client Parse the broker refuses (a name reused, too many statements): the
+    /// server's error (for a Describe of a statement that does not exist, sent in its
+    /// place) is replaced by this one, so the server skips to the Sync as the client expects.
+    Refused(Box<Refusal>),
+}
+
+/// The error a refused client Parse gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Refusal {
+    /// SQLSTATE.
+    pub(super) code: &'static str,
+    /// Message text.
+    pub(super) message: String,
 }
 
 /// What to put back when the server never carries a message out.
@@ -164,8 +174,8 @@ pub(super) enum Route<'a> {
     Drop,
     /// An error of the broker's own message: kept for the broker.
     Broker,
-    /// Replaced by the error Postgres gives when a client reuses this statement name.
-    Duplicate(&'a str),
+    /// Replaced by this error.
+    Refused(&'a Refusal),
 }
 
 /// The replies owed by one server connection.
@@ -203,7 +213,7 @@ impl Pipeline {
         match (&head.answer, tag) {
             (Answer::Client, _) | (Answer::OnDemand, b'E') => Route::Client,
             (Answer::Broker, b'E') => Route::Broker,
-            (Answer::Duplicate(name), b'E') => Route::Duplicate(name),
+            (Answer::Refused(refusal), b'E') => Route::Refused(refusal),
             _ => Route::Drop,
         }
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use super::conn::ServerConn;
-use super::pipeline::{Answer, Entry, Reply, Undo};
+use super::pipeline::{Answer, Entry, Refusal, Reply, Undo};
 use super::statements::{ClientStatements, Statement};
 use crate::error::FrameError;
 use crate::protocol::query::PinReason;
@@ -18,6 +18,12 @@ use crate::protocol::{statement, write, HEADER_LEN};
 /// A statement name no statement has: a Parse that reuses a client's name is sent as a
 /// Describe of it, so that it fails on the server too (the error is replaced by 42P05).
 const NO_SUCH_STATEMENT: &str = "pgbroker_no_such_statement";
+
+/// SQLSTATE of a statement name used twice (duplicate_prepared_statement).
+const DUPLICATE: &str = "42P05";
+
+/// SQLSTATE of a client over the broker's bound on its statements (program_limit_exceeded).
+const TOO_MANY: &str = "54000";
 
 /// What happened to prepared statements while frames were sent, for metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -159,14 +165,17 @@ impl ServerConn {
         t: &mut Translation<'_>,
     ) {
         if t.client.get(parse.name).is_some() {
-            write::describe(t.to_server, b'S', NO_SUCH_STATEMENT);
-            self.position.sent(b'D');
-            self.pipeline.push(Entry {
-                reply: Reply::Describe,
-                answer: Answer::Duplicate(parse.name.into()),
-                undo: Undo::Nothing,
-            });
-            return;
+            let message = format!("prepared statement \"{}\" already exists", parse.name);
+            return self.refuse(DUPLICATE, message, t);
+        }
+        if !t.client.has_room(parse.name, parse.definition) {
+            let message = format!(
+                "pgbroker: a client may hold at most {} named prepared statements of {} MB \
+                 together; close some first",
+                ClientStatements::MAX_COUNT,
+                ClientStatements::MAX_BYTES >> 20
+            );
+            return self.refuse(TOO_MANY, message, t);
         }
         let s = Statement::new(parse.definition, pin);
         t.client.insert(parse.name, Arc::clone(&s));
@@ -184,6 +193,19 @@ impl ServerConn {
                 undo: Undo::UnbindUnprepare(parse.name.into(), Arc::clone(&s.server_name)),
             });
         }
+    }
+
+    /// Refuses a client Parse with an error in its place in the pipeline: a Describe of a
+    /// statement that does not exist goes to the server instead, so that the server fails
+    /// too and skips to the Sync, and its error is replaced by this one.
+    fn refuse(&mut self, code: &'static str, message: String, t: &mut Translation<'_>) {
+        write::describe(t.to_server, b'S', NO_SUCH_STATEMENT);
+        self.position.sent(b'D');
+        self.pipeline.push(Entry {
+            reply: Reply::Describe,
+            answer: Answer::Refused(Box::new(Refusal { code, message })),
+            undo: Undo::Nothing,
+        });
     }
 
     /// Prepares `s` before a client's message that uses it, unless it is here already.

@@ -36,9 +36,23 @@ impl Statement {
 #[derive(Debug, Default)]
 pub struct ClientStatements {
     names: HashMap<Box<str>, Arc<Statement>>,
+    /// Bytes of names and definitions held.
+    bytes: usize,
 }
 
 impl ClientStatements {
+    /// Most named statements one client may hold at once.
+    pub const MAX_COUNT: usize = 10_000;
+    /// Most bytes of statement names and definitions one client may hold at once.
+    pub const MAX_BYTES: usize = 16 << 20;
+
+    /// True when the client may bind one more name to a definition this size: a client
+    /// cannot grow the broker's memory without bound by preparing statements.
+    pub fn has_room(&self, name: &str, definition: &[u8]) -> bool {
+        self.names.len() < Self::MAX_COUNT
+            && self.bytes + name.len() + definition.len() <= Self::MAX_BYTES
+    }
+
     /// The statement the client named `name`.
     pub fn get(&self, name: &str) -> Option<&Arc<Statement>> {
         self.names.get(name)
@@ -46,17 +60,23 @@ impl ClientStatements {
 
     /// Binds `name` to `statement`.
     pub fn insert(&mut self, name: &str, statement: Arc<Statement>) {
-        self.names.insert(name.into(), statement);
+        self.bytes += name.len() + statement.definition.len();
+        if let Some(old) = self.names.insert(name.into(), statement) {
+            self.bytes -= name.len() + old.definition.len();
+        }
     }
 
     /// Drops `name`; returns what it was bound to.
     pub fn remove(&mut self, name: &str) -> Option<Arc<Statement>> {
-        self.names.remove(name)
+        let old = self.names.remove(name)?;
+        self.bytes -= name.len() + old.definition.len();
+        Some(old)
     }
 
     /// Drops every name (DEALLOCATE ALL, DISCARD ALL).
     pub fn clear(&mut self) {
         self.names.clear();
+        self.bytes = 0;
     }
 
     /// Named statements the client holds.
@@ -182,6 +202,15 @@ mod tests {
         client.insert("s1", a);
         assert!(client.get("s1").is_some() && client.get("s2").is_none());
         assert!(client.remove("s1").is_some());
-        assert!(client.is_empty());
+        assert!(client.is_empty() && client.bytes == 0);
+        let big = vec![b'x'; ClientStatements::MAX_BYTES / 2];
+        assert!(client.has_room("a", &big));
+        client.insert("a", Statement::new(&big, None));
+        assert!(!client.has_room("b", &big), "over the bytes bound");
+        client.insert("a", Statement::new(b"SELECT 1\0\0\0", None));
+        assert!(
+            client.has_room("b", &big),
+            "a rebound name frees its old bytes"
+        );
     }
 }

@@ -528,3 +528,40 @@ async fn extra_float_digits_follows_its_client_without_pinning() {
         "no session was pinned"
     );
 }
+
+#[tokio::test]
+async fn a_client_cannot_hold_statements_without_bound() {
+    let h = Harness::start(named_statements).await;
+    let mut raw = raw_login(&h).await;
+    let max = pgbroker::pool::ClientStatements::MAX_COUNT;
+    let mut batch: Vec<Vec<u8>> = (0..max)
+        .map(|i| parse(&format!("s{i}"), "SELECT 1", &[]))
+        .collect();
+    batch.push(sync());
+    send(&mut raw, &batch).await;
+    let reply = replies(&mut raw, 1).await;
+    assert_eq!(reply.matches('1').count(), max, "every Parse answered");
+    send(
+        &mut raw,
+        &[
+            parse("one_more", "SELECT 1", &[]),
+            bind("s0", &[]),
+            execute(),
+            sync(),
+        ],
+    )
+    .await;
+    assert_eq!(replies(&mut raw, 1).await, "E:54000 Z");
+    send(
+        &mut raw,
+        &[
+            close_statement("s0"),
+            parse("one_more", "SELECT 2", &[]),
+            bind("one_more", &[]),
+            execute(),
+            sync(),
+        ],
+    )
+    .await;
+    assert_eq!(replies(&mut raw, 1).await, "3 1 2 D:2 C Z");
+}
