@@ -174,8 +174,10 @@ impl ServerConn {
             if header.tag == b'E' && failure.is_none() {
                 failure = Some(statement_error(what, body));
             }
-            self.pipeline
-                .advance(header.tag, &mut gone, &mut self.prepared, &mut sink);
+            let skipped =
+                self.pipeline
+                    .advance(header.tag, body, &mut gone, &mut self.prepared, &mut sink);
+            self.position.skipped(skipped);
             self.rbuf.advance(len);
         }
         if !self.pipeline.is_empty() {
@@ -199,10 +201,7 @@ impl ServerConn {
         self.last_heard = Instant::now();
         loop {
             let pipeline = &self.pipeline;
-            let Some(step) = self
-                .scan
-                .next(&self.rbuf, |t| pipeline.wants(t) || Position::watches(t))?
-            else {
+            let Some(step) = self.scan.next(&self.rbuf, |t| wanted(pipeline, t))? else {
                 return Ok(());
             };
             let len = step.len();
@@ -238,8 +237,9 @@ impl ServerConn {
                     }
                 }
             }
-            self.pipeline
-                .advance(header.tag, client, &mut self.prepared, out);
+            let skipped =
+                (self.pipeline).advance(header.tag, body, client, &mut self.prepared, out);
+            self.position.skipped(skipped);
             self.rbuf.advance(len);
         }
     }
@@ -262,8 +262,15 @@ impl ServerConn {
 
     /// Accounts for a whole client frame about to be sent as it is.
     pub fn sent(&mut self, tag: u8, frame: &[u8]) {
+        // After an error the server skips everything up to the next Sync, and during COPY
+        // IN it ignores Syncs: such messages get no reply.
+        let skipped = self.pipeline.ignoring() && tag != b'S';
+        let eaten = self.position.copy_in && tag == b'S';
+        if skipped {
+            return;
+        }
         self.note_sent(tag, frame);
-        if let Some(reply) = Reply::of(tag).filter(|_| !self.pipeline.ignoring() || tag == b'S') {
+        if let Some(reply) = Reply::of(tag).filter(|_| !eaten) {
             self.pipeline.push(Entry::client(reply));
         }
     }
@@ -316,6 +323,13 @@ impl Drop for ServerConn {
     fn drop(&mut self) {
         let _ = self.stream.try_write(b"X\0\0\0\x04");
     }
+}
+
+/// Whether the scan reads the whole server message with `tag`: what the pipeline or the
+/// position needs, and the messages that may come at any time (NotificationResponse,
+/// NoticeResponse), so that a reply the broker gives itself never lands inside one.
+fn wanted(pipeline: &Pipeline, tag: u8) -> bool {
+    pipeline.wants(tag) || Position::watches(tag) || matches!(tag, b'A' | b'N')
 }
 
 /// Position and parameter bookkeeping for one whole server frame; returns a reported

@@ -15,6 +15,10 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 
 use super::statements::{ClientStatements, ServerStatements, Statement};
+use crate::protocol::frame::sqlstate;
+
+/// SQLSTATE of a Parse under a name that is taken (duplicate_prepared_statement).
+pub(super) const DUPLICATE_STATEMENT: &str = "42P05";
 
 /// The reply a message sent to the server is owed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +83,8 @@ pub(super) enum Answer {
     /// A Parse the broker put before a client's Bind or Describe: the reply is dropped, but
     /// an error goes to the client, in place of the reply it waits for.
     OnDemand,
+    /// The broker's own message whose reply, errors included, nobody reads.
+    Silent,
     /// A client message the server is spared: when its turn comes the broker answers with
     /// this message (ParseComplete, CloseComplete) itself.
     Fake(u8),
@@ -127,9 +133,7 @@ impl Undo {
                 client.remove(&name);
                 server.remove(&server_name);
             }
-            Undo::Reprepare(server_name) => {
-                server.insert(&server_name, usize::MAX);
-            }
+            Undo::Reprepare(server_name) => server.insert(&server_name),
         }
     }
 }
@@ -184,6 +188,12 @@ pub(super) struct Pipeline {
     entries: VecDeque<Entry>,
     /// An error made the server skip messages up to a Sync not sent yet.
     ignoring: bool,
+    /// Entries with something to undo.
+    undoable: usize,
+    /// Of those, the ones a Sync or Query sent after them closes: the messages after that
+    /// boundary are not skipped if they fail, so they must not be translated on the
+    /// strength of what those entries did until it is confirmed.
+    undoable_closed: usize,
 }
 
 impl Pipeline {
@@ -214,8 +224,21 @@ impl Pipeline {
             (Answer::Client, _) | (Answer::OnDemand, b'E') => Route::Client,
             (Answer::Broker, b'E') => Route::Broker,
             (Answer::Refused(refusal), b'E') => Route::Refused(refusal),
+            (Answer::Silent, _) => Route::Drop,
             _ => Route::Drop,
         }
+    }
+
+    /// Client messages still await replies (the broker's own may, too).
+    pub(super) fn client_in_flight(&self) -> bool {
+        (self.entries.iter()).any(|e| !matches!(e.answer, Answer::Broker | Answer::Silent))
+    }
+
+    /// What earlier messages did to the statement names is not confirmed yet, and a Sync
+    /// or Query already closed their batch: a message that depends on those names must
+    /// wait for the server's answer.
+    pub(super) fn uncertain(&self) -> bool {
+        self.undoable_closed > 0
     }
 
     /// Records a message sent. After an error the server skips what comes before the next
@@ -224,7 +247,20 @@ impl Pipeline {
         if entry.reply == Reply::Sync {
             self.ignoring = false;
         }
+        self.undoable += usize::from(entry.undo != Undo::Nothing);
+        if !entry.reply.extended() {
+            self.undoable_closed = self.undoable;
+        }
         self.entries.push_back(entry);
+    }
+
+    fn pop(&mut self) -> Option<Entry> {
+        let entry = self.entries.pop_front()?;
+        if entry.undo != Undo::Nothing {
+            self.undoable -= 1;
+            self.undoable_closed = self.undoable_closed.saturating_sub(1);
+        }
+        Some(entry)
     }
 
     /// Records a client message the server is spared, answered with a body-less `tag`
@@ -239,7 +275,7 @@ impl Pipeline {
         if self.entries.is_empty() {
             fake(to_client, tag);
         } else {
-            self.entries.push_back(Entry {
+            self.push(Entry {
                 reply,
                 answer: Answer::Fake(tag),
                 undo,
@@ -249,17 +285,20 @@ impl Pipeline {
 
     /// Accounts for a whole server message with `tag`, after it went where
     /// [`Pipeline::route`] said: ends the reply it completes, skips (and undoes) what an
-    /// error made the server skip, and answers the fakes that come to the front.
+    /// error made the server skip, and answers the fakes that come to the front. Returns
+    /// how many Queries (or FunctionCalls) the server skipped: they get no ReadyForQuery.
     pub(super) fn advance(
         &mut self,
         tag: u8,
+        body: &[u8],
         client: &mut ClientStatements,
         server: &mut ServerStatements,
         to_client: &mut BytesMut,
-    ) {
+    ) -> u32 {
         let Some(head) = self.entries.front() else {
-            return;
+            return 0;
         };
+        let mut skipped_queries = 0;
         match tag {
             b'E' if head.reply.extended() => {
                 let mut undone = Vec::new();
@@ -267,10 +306,22 @@ impl Pipeline {
                     if entry.reply == Reply::Sync && !undone.is_empty() {
                         break;
                     }
-                    undone.extend(self.entries.pop_front());
+                    undone.extend(self.pop());
                 }
                 self.ignoring = self.entries.is_empty();
+                // A Parse under the broker's name that found it taken proves the statement
+                // is there: keep it listed (the list heals instead of failing again).
+                if sqlstate(body) == Some(DUPLICATE_STATEMENT) {
+                    if let Some(first) = undone.first_mut() {
+                        first.undo = match std::mem::replace(&mut first.undo, Undo::Nothing) {
+                            Undo::UnbindUnprepare(name, _) => Undo::Unbind(name),
+                            Undo::Unprepare(_) => Undo::Nothing,
+                            other => other,
+                        };
+                    }
+                }
                 for entry in undone.into_iter().rev() {
+                    skipped_queries += u32::from(entry.reply == Reply::Query);
                     entry.undo.apply(client, server);
                 }
             }
@@ -278,26 +329,28 @@ impl Pipeline {
             // that started it.
             b'G' => {
                 while self.entries.get(1).is_some_and(|e| e.reply == Reply::Sync) {
+                    // Syncs carry nothing to undo: the counts stand.
                     self.entries.remove(1);
                 }
             }
             // A ReadyForQuery ends whatever is owed up to the Sync or Query it answers.
             b'Z' => {
-                while let Some(entry) = self.entries.pop_front() {
+                while let Some(entry) = self.pop() {
                     if !entry.reply.extended() {
                         break;
                     }
                 }
             }
             tag if head.reply.ends_with(tag) => {
-                self.entries.pop_front();
+                self.pop();
             }
-            _ => return,
+            _ => return 0,
         }
         while let Some(Answer::Fake(tag)) = self.entries.front().map(|e| &e.answer) {
             fake(to_client, *tag);
-            self.entries.pop_front();
+            self.pop();
         }
+        skipped_queries
     }
 }
 

@@ -9,18 +9,20 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use super::conn::ServerConn;
-use super::pipeline::{Answer, Entry, Refusal, Reply, Undo};
+use super::pipeline::{Answer, Entry, Refusal, Reply, Undo, DUPLICATE_STATEMENT};
 use super::statements::{ClientStatements, Statement};
 use crate::error::FrameError;
-use crate::protocol::query::PinReason;
-use crate::protocol::{statement, write, HEADER_LEN};
+use crate::protocol::query::Effects;
+use crate::protocol::statement::{self, SERVER_PREFIX};
+use crate::protocol::{write, HEADER_LEN};
 
 /// A statement name no statement has: a Parse that reuses a client's name is sent as a
 /// Describe of it, so that it fails on the server too (the error is replaced by 42P05).
 const NO_SUCH_STATEMENT: &str = "pgbroker_no_such_statement";
 
-/// SQLSTATE of a statement name used twice (duplicate_prepared_statement).
-const DUPLICATE: &str = "42P05";
+/// The statement a client's `DEALLOCATE name` is pointed at instead of the one the broker
+/// shares between clients.
+const STAND_IN: &str = "pgbroker_deallocate";
 
 /// SQLSTATE of a client over the broker's bound on its statements (program_limit_exceeded).
 const TOO_MANY: &str = "54000";
@@ -52,72 +54,133 @@ pub struct Translation<'a> {
 }
 
 impl ServerConn {
-    /// Sends a whole client frame with its statement names translated. `pin`: what the
-    /// frame's statement text (a Query's, a Parse's) leaves on a session. Returns the pin to
-    /// take now: a named Parse's is kept with its statement and taken by each Bind of it.
+    /// Sends a whole client frame with its statement names translated. `effects`: what
+    /// the frame's statement text (a Query's, a Parse's) does to a session. Returns the
+    /// effects to act on now: a named Parse's are kept with its statement, for each Bind.
     pub fn send_translated(
         &mut self,
         frame: &[u8],
-        pin: Option<PinReason>,
+        effects: Effects,
         t: &mut Translation<'_>,
-    ) -> Result<Option<PinReason>, FrameError> {
+    ) -> Result<Effects, FrameError> {
         let tag = frame[0];
         let body = frame.get(HEADER_LEN..).unwrap_or_default();
         // After an error the server skips everything up to the next Sync.
         if self.pipeline.ignoring() && tag != b'S' {
             self.pass(frame, t);
-            return Ok(pin);
+            return Ok(effects);
         }
         match tag {
             b'P' => {
                 let parse = statement::parse(body)?;
-                if parse.name.is_empty() {
-                    self.pass(frame, t);
-                    return Ok(pin);
+                if !parse.name.is_empty() {
+                    self.named_parse(parse, effects, t);
+                    return Ok(Effects::default());
                 }
-                self.named_parse(parse, pin, t);
+                self.deallocations(effects, t);
+            }
+            b'Q' => {
+                if self.deallocate_one(body, t) {
+                    return Ok(Effects::default());
+                }
+                self.deallocations(effects, t);
             }
             b'B' => {
                 let bind = statement::bind(body)?;
                 let Some(s) = named(t.client, bind.statement) else {
                     self.pass(frame, t);
-                    return Ok(None);
+                    return Ok(Effects::default());
                 };
+                self.deallocations(s.effects, t);
                 self.ensure(&s, t);
                 write::bind(t.to_server, bind.portal, &s.server_name, bind.rest);
                 self.rewritten(b'B');
-                return Ok(s.pin);
+                if s.effects.deallocates {
+                    // It deallocates itself too when it runs.
+                    self.prepared.remove(&s.server_name);
+                }
+                return Ok(s.effects);
             }
             b'D' | b'C' => {
                 let target = statement::target(body)?;
-                let found = if target.kind == b'S' {
+                let s = if target.kind == b'S' {
                     named(t.client, target.name)
                 } else {
                     None
                 };
-                let Some(s) = found else {
-                    self.pass(frame, t);
-                    return Ok(None);
-                };
-                if tag == b'D' {
-                    self.ensure(&s, t);
-                    write::describe(t.to_server, b'S', &s.server_name);
-                    self.rewritten(b'D');
-                } else {
+                match (tag, s) {
+                    (b'D', Some(s)) => {
+                        self.ensure(&s, t);
+                        write::describe(t.to_server, b'S', &s.server_name);
+                        self.rewritten(b'D');
+                    }
                     // The statement stays prepared on the server for other clients.
-                    t.client.remove(target.name);
-                    self.note_sent(b'C', frame);
-                    let undo = Undo::Rebind(target.name.into(), s);
-                    self.pipeline
-                        .push_fake(Reply::Close, b'3', undo, t.to_client);
+                    (_, Some(s)) => {
+                        t.client.remove(target.name);
+                        self.spare(b'C', b'3', Undo::Rebind(target.name.into(), s), t);
+                    }
+                    // The broker's statements are not the client's to close.
+                    (b'C', None)
+                        if target.kind == b'S' && target.name.starts_with(SERVER_PREFIX) =>
+                    {
+                        self.spare(b'C', b'3', Undo::Nothing, t);
+                    }
+                    _ => self.pass(frame, t),
                 }
+                return Ok(Effects::default());
             }
-            _ => {
-                self.pass(frame, t);
-                return Ok(pin);
-            }
+            _ => {}
         }
-        Ok(None)
+        self.pass(frame, t);
+        Ok(effects)
+    }
+
+    /// What the client's names and this server's list must lose before a statement that
+    /// deallocates (DEALLOCATE, DISCARD ALL) is sent.
+    fn deallocations(&mut self, effects: Effects, t: &mut Translation<'_>) {
+        // DISCARD ALL fails inside a transaction block, and everything fails in a failed
+        // one: the names go only when the statement runs on its own.
+        let runs = self.client_at_rest();
+        if effects.deallocates_all && runs {
+            t.client.clear();
+        }
+        if effects.deallocates {
+            self.close_all(t.to_server);
+        }
+    }
+
+    /// A Query that is only `DEALLOCATE name` of a client's statement (psycopg sends it
+    /// past its cache size) unbinds the name and leaves the server's statement to its
+    /// other users: what reaches the server is a DEALLOCATE of a statement prepared for it,
+    /// so the client gets the reply (or the error, in a failed transaction) Postgres would
+    /// give. False when the Query is anything else.
+    fn deallocate_one(&mut self, body: &[u8], t: &mut Translation<'_>) -> bool {
+        let text = body.split(|&b| b == 0).next().unwrap_or_default();
+        let Some(name) = std::str::from_utf8(text)
+            .ok()
+            .and_then(statement::deallocated_name)
+        else {
+            return false;
+        };
+        let held = t.client.get(&name).is_some();
+        if !(held || name.starts_with(SERVER_PREFIX)) || self.position.unsynced {
+            return false;
+        }
+        t.client.remove(&name);
+        write::parse(t.to_server, STAND_IN, "SELECT 1");
+        write::sync(t.to_server);
+        for tag in *b"PS" {
+            self.position.sent(tag);
+            let reply = Reply::of(tag).unwrap_or(Reply::Sync);
+            self.pipeline.push(Entry {
+                reply,
+                answer: Answer::Silent,
+                undo: Undo::Nothing,
+            });
+        }
+        write::query(t.to_server, &format!("DEALLOCATE {STAND_IN}"));
+        self.rewritten(b'Q');
+        true
     }
 
     /// The client's statement may deallocate prepared statements (DEALLOCATE, DISCARD
@@ -129,10 +192,7 @@ impl ServerConn {
         }
         let in_batch = self.position.unsynced;
         for name in self.prepared.take_all() {
-            write::close(to_server, b'S', &name);
-            self.position.sent(b'C');
-            self.pipeline
-                .push(Entry::broker(Reply::Close, Undo::Reprepare(name)));
+            self.close(name, to_server);
         }
         if !in_batch {
             write::sync(to_server);
@@ -147,6 +207,23 @@ impl ServerConn {
         self.prepared.len()
     }
 
+    /// What earlier batches did to statement names is not confirmed yet (see
+    /// [`ServerConn::send_translated`]'s callers).
+    pub fn statements_uncertain(&self) -> bool {
+        self.pipeline.uncertain()
+    }
+
+    /// No client message awaits its reply, and no transaction block is open: a statement
+    /// sent now runs on its own (the broker's own statements in front change neither).
+    pub fn client_at_rest(&self) -> bool {
+        self.position.status == b'I' && !self.pipeline.client_in_flight()
+    }
+
+    /// Client messages still await their replies.
+    pub fn client_in_flight(&self) -> bool {
+        self.pipeline.client_in_flight()
+    }
+
     fn pass(&mut self, frame: &[u8], t: &mut Translation<'_>) {
         self.sent(frame[0], frame);
         t.to_server.extend_from_slice(frame);
@@ -158,15 +235,22 @@ impl ServerConn {
             .push(Entry::client(Reply::of(tag).unwrap_or(Reply::Query)));
     }
 
+    /// A client message the server is spared, answered with `answer` in its turn.
+    fn spare(&mut self, tag: u8, answer: u8, undo: Undo, t: &mut Translation<'_>) {
+        self.position.sent(tag);
+        let reply = Reply::of(tag).unwrap_or(Reply::Parse);
+        self.pipeline.push_fake(reply, answer, undo, t.to_client);
+    }
+
     fn named_parse(
         &mut self,
         parse: statement::Parse<'_>,
-        pin: Option<PinReason>,
+        effects: Effects,
         t: &mut Translation<'_>,
     ) {
         if t.client.get(parse.name).is_some() {
             let message = format!("prepared statement \"{}\" already exists", parse.name);
-            return self.refuse(DUPLICATE, message, t);
+            return self.refuse(DUPLICATE_STATEMENT, message, t);
         }
         if !t.client.has_room(parse.name, parse.definition) {
             let message = format!(
@@ -177,14 +261,11 @@ impl ServerConn {
             );
             return self.refuse(TOO_MANY, message, t);
         }
-        let s = Statement::new(parse.definition, pin);
+        let s = Statement::new(parse.definition, effects);
         t.client.insert(parse.name, Arc::clone(&s));
-        self.position.sent(b'P');
         if self.prepared.touch(&s.server_name) {
             t.events.reused += 1;
-            let undo = Undo::Unbind(parse.name.into());
-            self.pipeline
-                .push_fake(Reply::Parse, b'1', undo, t.to_client);
+            self.spare(b'P', b'1', Undo::Unbind(parse.name.into()), t);
         } else {
             self.prepare(&s, t);
             self.pipeline.push(Entry {
@@ -223,18 +304,24 @@ impl ServerConn {
     }
 
     /// Writes a Parse of `s` under its server-side name (the caller records its entry),
-    /// after a Close of the statement it evicts.
+    /// after Closes of the statements that makes the list evict.
     fn prepare(&mut self, s: &Statement, t: &mut Translation<'_>) {
-        if let Some(old) = self.prepared.insert(&s.server_name, t.capacity) {
-            write::close(t.to_server, b'S', &old);
-            self.position.sent(b'C');
-            self.pipeline
-                .push(Entry::broker(Reply::Close, Undo::Reprepare(old)));
+        self.prepared.insert(&s.server_name);
+        while let Some(old) = self.prepared.evict(t.capacity) {
+            self.close(old, t.to_server);
             t.events.evicted += 1;
         }
         write::parse_definition(t.to_server, &s.server_name, &s.definition);
         self.position.sent(b'P');
         t.events.prepared += 1;
+    }
+
+    /// Closes one of the broker's statements (taken off the list already).
+    fn close(&mut self, name: Arc<str>, to_server: &mut BytesMut) {
+        write::close(to_server, b'S', &name);
+        self.position.sent(b'C');
+        self.pipeline
+            .push(Entry::broker(Reply::Close, Undo::Reprepare(name)));
     }
 }
 

@@ -79,6 +79,12 @@ impl Position {
         }
     }
 
+    /// The server skipped `queries` Queries sent behind an extended-protocol error (it
+    /// ignores everything up to the next Sync): they owe no ReadyForQuery.
+    pub fn skipped(&mut self, queries: u32) {
+        self.outstanding = self.outstanding.saturating_sub(queries);
+    }
+
     /// Nothing in flight and no transaction open: the connection may serve another client.
     pub fn is_idle(&self) -> bool {
         self.outstanding == 0 && !self.unsynced && !self.copy_in && self.status == b'I'

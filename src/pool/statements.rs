@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::protocol::query::PinReason;
+use crate::protocol::query::Effects;
 use crate::protocol::statement::server_name;
 
 /// One statement as a client defined it.
@@ -17,17 +17,17 @@ pub struct Statement {
     pub server_name: Arc<str>,
     /// The Parse body after the name: query text, parameter count and types.
     pub definition: Box<[u8]>,
-    /// What it leaves on a session when it runs (a pin for its client).
-    pub pin: Option<PinReason>,
+    /// What it does to a session when it runs (a pin, a reset, a deallocation).
+    pub effects: Effects,
 }
 
 impl Statement {
     /// The statement of a client Parse body's `definition`.
-    pub fn new(definition: &[u8], pin: Option<PinReason>) -> Arc<Statement> {
+    pub fn new(definition: &[u8], effects: Effects) -> Arc<Statement> {
         Arc::new(Statement {
             server_name: server_name(definition).into(),
             definition: definition.into(),
-            pin,
+            effects,
         })
     }
 }
@@ -112,15 +112,19 @@ impl ServerStatements {
         true
     }
 
-    /// Records `name` as prepared (most recently used); returns the least recently used
-    /// one when that makes more than `capacity`, for the caller to close on the server.
-    pub fn insert(&mut self, name: &Arc<str>, capacity: usize) -> Option<Arc<str>> {
+    /// Records `name` as prepared (most recently used).
+    pub fn insert(&mut self, name: &Arc<str>) {
         if self.touch(name) {
-            return None;
+            return;
         }
         self.tick += 1;
         self.used.insert(Arc::clone(name), self.tick);
         self.by_use.insert(self.tick, Arc::clone(name));
+    }
+
+    /// The least recently used statement while there are more than `capacity` (at least
+    /// one is kept), taken off the list for the caller to close on the server.
+    pub fn evict(&mut self, capacity: usize) -> Option<Arc<str>> {
         if self.used.len() <= capacity.max(1) {
             return None;
         }
@@ -164,13 +168,15 @@ mod tests {
     #[test]
     fn the_least_recently_used_statement_is_evicted() {
         let mut server = ServerStatements::default();
-        assert_eq!(server.insert(&name("a"), 2), None);
-        assert_eq!(server.insert(&name("b"), 2), None);
+        server.insert(&name("a"));
+        server.insert(&name("b"));
+        assert_eq!(server.evict(2), None);
         assert!(server.touch(&name("a")));
-        assert_eq!(server.insert(&name("c"), 2), Some(name("b")));
+        server.insert(&name("c"));
+        assert_eq!(server.evict(2), Some(name("b")));
+        assert_eq!(server.evict(2), None);
         assert!(!server.touch(&name("b")));
         assert_eq!(server.len(), 2);
-        assert_eq!(server.insert(&name("a"), 2), None, "already there");
         server.remove("a");
         assert!(!server.touch(&name("a")));
         let mut all = server.take_all();
@@ -184,7 +190,10 @@ mod tests {
         let mut server = ServerStatements::default();
         let mut evicted = 0;
         for i in 0..1000 {
-            evicted += usize::from(server.insert(&name(&i.to_string()), 250).is_some());
+            server.insert(&name(&i.to_string()));
+            while server.evict(250).is_some() {
+                evicted += 1;
+            }
             // An old favourite stays by being used.
             assert!(i == 0 || server.touch(&name("0")));
         }
@@ -195,8 +204,8 @@ mod tests {
 
     #[test]
     fn clients_share_statements_by_definition() {
-        let a = Statement::new(b"SELECT 1\0\0\0", None);
-        let b = Statement::new(b"SELECT 1\0\0\0", None);
+        let a = Statement::new(b"SELECT 1\0\0\0", Effects::default());
+        let b = Statement::new(b"SELECT 1\0\0\0", Effects::default());
         assert_eq!(a.server_name, b.server_name);
         let mut client = ClientStatements::default();
         client.insert("s1", a);
@@ -205,9 +214,9 @@ mod tests {
         assert!(client.is_empty() && client.bytes == 0);
         let big = vec![b'x'; ClientStatements::MAX_BYTES / 2];
         assert!(client.has_room("a", &big));
-        client.insert("a", Statement::new(&big, None));
+        client.insert("a", Statement::new(&big, Effects::default()));
         assert!(!client.has_room("b", &big), "over the bytes bound");
-        client.insert("a", Statement::new(b"SELECT 1\0\0\0", None));
+        client.insert("a", Statement::new(b"SELECT 1\0\0\0", Effects::default()));
         assert!(
             client.has_room("b", &big),
             "a rebound name frees its old bytes"

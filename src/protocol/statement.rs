@@ -86,6 +86,39 @@ pub fn server_name(definition: &[u8]) -> String {
     name
 }
 
+/// The statement a query that is only `DEALLOCATE [PREPARE] name` deallocates, as Postgres
+/// reads the name (folded to lower case unless double-quoted); `None` for anything else,
+/// `DEALLOCATE ALL` included.
+pub fn deallocated_name(sql: &str) -> Option<String> {
+    let sql = sql.trim().trim_end_matches(';').trim_end();
+    let rest = keyword(sql, "deallocate")?;
+    let rest = match keyword(rest, "prepare") {
+        Some(after) if !after.is_empty() => after,
+        _ => rest,
+    };
+    if let Some(quoted) = rest.strip_prefix('"') {
+        let inner = quoted.strip_suffix('"')?;
+        if inner.replace("\"\"", "").contains('"') {
+            return None;
+        }
+        return Some(inner.replace("\"\"", "\""));
+    }
+    let plain = !rest.is_empty()
+        && !rest.starts_with(|c: char| c.is_ascii_digit())
+        && rest
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '$');
+    (plain && !rest.eq_ignore_ascii_case("all")).then(|| rest.to_ascii_lowercase())
+}
+
+/// `s` after a leading `word` and the blanks after it.
+fn keyword<'a>(s: &'a str, word: &str) -> Option<&'a str> {
+    let head = s.get(..word.len())?;
+    let rest = &s[word.len()..];
+    (head.eq_ignore_ascii_case(word) && rest.starts_with(char::is_whitespace))
+        .then(|| rest.trim_start())
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::BytesMut;
@@ -141,6 +174,35 @@ mod tests {
         assert_eq!(a, server_name(b"SELECT $1\0\x00\x01\x00\x00\x00\x17"));
         assert!(a.starts_with(SERVER_PREFIX) && a.len() == SERVER_PREFIX.len() + 32);
         assert!(a.len() < 64, "fits NAMEDATALEN");
+    }
+
+    #[test]
+    fn deallocated_names_are_read_as_postgres_reads_them() {
+        assert_eq!(
+            deallocated_name("DEALLOCATE _pg3_0").as_deref(),
+            Some("_pg3_0")
+        );
+        assert_eq!(
+            deallocated_name("deallocate prepare S_1;").as_deref(),
+            Some("s_1")
+        );
+        assert_eq!(
+            deallocated_name("DEALLOCATE \"S_1\"").as_deref(),
+            Some("S_1")
+        );
+        assert_eq!(
+            deallocated_name("DEALLOCATE \"a\"\"b\"").as_deref(),
+            Some("a\"b")
+        );
+        assert_eq!(
+            deallocated_name("DEALLOCATE prepare").as_deref(),
+            Some("prepare")
+        );
+        assert_eq!(deallocated_name("DEALLOCATE ALL"), None);
+        assert_eq!(deallocated_name("DEALLOCATE PREPARE ALL"), None);
+        assert_eq!(deallocated_name("DEALLOCATE a; SELECT 1"), None);
+        assert_eq!(deallocated_name("DEALLOCATE"), None);
+        assert_eq!(deallocated_name("SELECT 1"), None);
     }
 
     #[test]

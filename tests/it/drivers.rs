@@ -20,13 +20,13 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn drivers_dir() -> PathBuf {
+pub fn drivers_dir() -> PathBuf {
     std::env::var_os("PGBROKER_DRIVERS")
         .map_or_else(|| root().join("target/drivers"), PathBuf::from)
 }
 
 /// Runs tests/drivers/setup.sh once per test process.
-fn setup() {
+pub fn setup() {
     static DONE: Mutex<bool> = Mutex::new(false);
     let mut done = DONE
         .lock()

@@ -7,6 +7,7 @@ mod auth;
 mod caps;
 mod cli;
 mod common;
+mod differential;
 mod drivers;
 mod endings;
 mod extended;

@@ -1,4 +1,5 @@
 use super::*;
+use crate::protocol::query::Effects;
 
 struct Bench {
     pipeline: Pipeline,
@@ -32,7 +33,7 @@ impl Bench {
         let route = format!("{:?}", self.pipeline.route(tag));
         self.out.clear();
         self.pipeline
-            .advance(tag, &mut self.client, &mut self.server, &mut self.out);
+            .advance(tag, b"", &mut self.client, &mut self.server, &mut self.out);
         (route, self.fakes())
     }
 
@@ -72,9 +73,9 @@ fn a_spared_parse_is_answered_in_its_turn() {
 #[test]
 fn an_error_skips_to_the_sync_and_undoes_what_was_skipped_newest_first() {
     let mut b = Bench::new();
-    let statement = Statement::new(b"SELECT 1\0\0\0", None);
+    let statement = Statement::new(b"SELECT 1\0\0\0", Effects::default());
     b.client.insert("kept", Arc::clone(&statement));
-    b.server.insert(&statement.server_name, 10);
+    b.server.insert(&statement.server_name);
     // Bind fails; then a Parse under a new name, a Close of the old name and a Parse
     // reusing it are skipped: the client's names are as before the batch.
     b.push(Entry::client(Reply::Bind));
@@ -86,10 +87,12 @@ fn an_error_skips_to_the_sync_and_undoes_what_was_skipped_newest_first() {
         answer: Answer::Fake(b'3'),
         undo: Undo::Rebind("kept".into(), Arc::clone(&statement)),
     });
-    b.client
-        .insert("kept", Statement::new(b"SELECT 2\0\0\0", None));
-    let other = Statement::new(b"SELECT 2\0\0\0", None);
-    b.server.insert(&other.server_name, 10);
+    b.client.insert(
+        "kept",
+        Statement::new(b"SELECT 2\0\0\0", Effects::default()),
+    );
+    let other = Statement::new(b"SELECT 2\0\0\0", Effects::default());
+    b.server.insert(&other.server_name);
     b.push(Entry {
         reply: Reply::Parse,
         answer: Answer::Client,
@@ -131,7 +134,7 @@ fn replies_to_the_brokers_messages_are_dropped_and_errors_routed() {
     assert_eq!(b.server(b'E').0, "Broker");
     assert_eq!(b.server(b'Z').0, "Drop");
     let name: Arc<str> = Arc::from("pgbroker_x");
-    b.server.insert(&name, 10);
+    b.server.insert(&name);
     b.push(Entry {
         reply: Reply::Parse,
         answer: Answer::OnDemand,
@@ -175,4 +178,28 @@ fn copy_in_eats_the_syncs_behind_it() {
     b.server(b'C');
     b.server(b'Z');
     assert!(b.pipeline.is_empty());
+}
+
+#[test]
+fn names_are_uncertain_while_a_closed_batch_that_changed_them_is_unanswered() {
+    let mut b = Bench::new();
+    b.push(fake_parse("a"));
+    assert!(!b.pipeline.uncertain(), "answered at once: nothing pending");
+    b.push(Entry::client(Reply::Bind));
+    b.push(fake_parse("b"));
+    assert!(
+        !b.pipeline.uncertain(),
+        "the batch is still open: an error skips what follows"
+    );
+    b.push(Entry::client(Reply::Sync));
+    assert!(b.pipeline.uncertain(), "a later batch would not be skipped");
+    b.push(Entry::client(Reply::Query));
+    b.server(b'2');
+    assert!(
+        !b.pipeline.uncertain(),
+        "the fake was answered after the Bind"
+    );
+    b.server(b'Z');
+    b.server(b'Z');
+    assert!(b.pipeline.is_empty() && !b.pipeline.uncertain());
 }

@@ -102,6 +102,8 @@ pub struct Session<'a> {
     tally: Tally,
     /// Its named prepared statements (transaction mode).
     statements: ClientStatements,
+    /// A whole frame waits in the read buffer for the server's answer to an earlier batch.
+    waiting: bool,
 }
 
 impl<'a> Session<'a> {
@@ -122,6 +124,7 @@ impl<'a> Session<'a> {
             permits: None,
             tally: Tally::default(),
             statements: ClientStatements::default(),
+            waiting: false,
         }
     }
 
@@ -251,7 +254,9 @@ impl<'a> Session<'a> {
             }
             None => (None, None),
         };
-        let read_client = to_server.len() < HIGH_WATER;
+        // A client whose frames wait may send on only up to a bound.
+        let read_client =
+            to_server.len() < HIGH_WATER && !(self.waiting && io.rbuf.len() >= HIGH_WATER);
         let read_server = io.wbuf.len() < HIGH_WATER;
         tokio::select! {
             biased;
@@ -267,6 +272,7 @@ impl<'a> Session<'a> {
 
     /// Handles the whole client frames buffered so far; false when the client said Terminate.
     async fn client_frames(&mut self) -> Result<bool, SessionError> {
+        self.waiting = false;
         while self.to_server.len() < HIGH_WATER {
             let Some(header) = Header::parse(&self.io.rbuf)? else {
                 break;
@@ -285,6 +291,10 @@ impl<'a> Session<'a> {
                 self.io
                     .rbuf
                     .reserve((len - self.io.rbuf.len()).min(READ_CHUNK));
+                break;
+            }
+            if self.must_wait(header.tag) {
+                self.waiting = true;
                 break;
             }
             self.client_frame(header.tag, len).await?;

@@ -9,7 +9,44 @@ use crate::pool::{StatementEvents, Translation};
 use crate::protocol::query::Effects;
 use crate::session::params::ClientParams;
 
+/// Whether a Query or Parse frame mentions a statement whose effect depends on the
+/// transaction state it runs in (a cheap over-approximation: its text names one).
+fn mentions_session_wide(frame: &[u8]) -> bool {
+    let end = crate::protocol::Header::parse(frame)
+        .ok()
+        .flatten()
+        .map_or(0, |h| h.frame_len().min(frame.len()));
+    let text = &frame[..end];
+    ["deallocate", "discard", "extra_float_digits"]
+        .iter()
+        .any(|word| {
+            text.windows(word.len())
+                .any(|w| w.eq_ignore_ascii_case(word.as_bytes()))
+        })
+}
+
 impl Session<'_> {
+    /// Whether the client frame at the front of the read buffer must wait: it may use
+    /// statement names whose fate an earlier batch, closed by a Sync or Query but not
+    /// answered yet, still decides (the server does not skip it if that batch failed).
+    pub(super) fn must_wait(&self, tag: u8) -> bool {
+        let Link::Held(conn, _) = &self.link else {
+            return false;
+        };
+        let frame = &self.io.rbuf[..];
+        let uncertain = matches!(tag, b'P' | b'B' | b'D' | b'C' | b'Q')
+            && conn.statements_uncertain()
+            && !conn.position.copy_in;
+        // What DEALLOCATE ALL, DISCARD ALL or a carried SET do depends on whether they run
+        // in a transaction block: known once what the client sent before is answered.
+        // (Not inside an open extended batch: its replies come only with its Sync.)
+        let session_wide = matches!(tag, b'Q' | b'P')
+            && conn.client_in_flight()
+            && !conn.position.unsynced
+            && mentions_session_wide(frame);
+        uncertain || session_wide
+    }
+
     /// Queues the client frame of `len` bytes at the front of the read buffer for the
     /// server it holds (the caller consumes it).
     pub(super) fn send_held(&mut self, tag: u8, len: usize) -> Result<(), SessionError> {
@@ -24,13 +61,13 @@ impl Session<'_> {
         if *hold == Hold::Transaction || tracked {
             effects = self.params.effects(tag, frame, tracked);
         }
-        // Outside a transaction block the SET takes (the value is one Postgres accepts):
+        // Outside a transaction block, with nothing in flight that could open one, the SET
+        // takes (the value is one Postgres accepts):
         // the client carries it to every server, as it carries its startup settings.
-        let carried = (matches!(tag, b'Q' | b'P')
-            && *hold == Hold::Transaction
-            && conn.position.status == b'I')
-            .then(|| ClientParams::carried_set(frame))
-            .flatten();
+        let carried =
+            (matches!(tag, b'Q' | b'P') && *hold == Hold::Transaction && conn.client_at_rest())
+                .then(|| ClientParams::carried_set(frame))
+                .flatten();
         if let Some((name, value)) = carried {
             if conn.extras_known() {
                 conn.extras.insert(name.to_owned(), value.clone());
@@ -39,12 +76,6 @@ impl Session<'_> {
             effects.pin = None;
         }
         if tracked {
-            if effects.deallocates_all {
-                self.statements.clear();
-            }
-            if effects.deallocates {
-                conn.close_all(&mut self.to_server);
-            }
             let mut events = StatementEvents::default();
             let mut translation = Translation {
                 client: &mut self.statements,
@@ -53,7 +84,7 @@ impl Session<'_> {
                 to_client: &mut self.io.wbuf,
                 events: &mut events,
             };
-            effects.pin = conn.send_translated(frame, effects.pin, &mut translation)?;
+            effects = conn.send_translated(frame, effects, &mut translation)?;
             if events != StatementEvents::default() {
                 self.pool.count_statements(events);
             }
