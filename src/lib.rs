@@ -12,7 +12,8 @@
 //!   through (each broker owns its recorder).
 //! - [`auth`]: client-facing SCRAM-SHA-256 / md5 / cleartext.
 //! - [`pool`]: server connections (connect, login, state) and the deadpool pools by
-//!   (database, user).
+//!   (database, user); the replies each connection owes and who reads them, and the
+//!   translation of clients' named prepared statements (per-server LRU, prepare on demand).
 //! - [`limits`]: the counting service: account and function caps, client counts.
 //! - [`cancel`]: broker-issued cancel keys mapped to the server serving a client now.
 //! - [`reaper`]: the sweep that ends idle clients and closes idle or aged server connections.
@@ -25,7 +26,8 @@
 //!
 //! Data flow of one client: accept → startup → authenticate → greet (pool's parameters,
 //! broker-issued cancel key) → for each transaction: borrow a server connection, replay
-//! the client's settings if they differ, forward both ways, give it back at
+//! the client's settings if they differ, forward both ways (named statements translated
+//! and prepared where missing), give it back at
 //! ReadyForQuery 'I' → at the end, settle (cancel, rollback, reset) or close the server
 //! connection it held.
 

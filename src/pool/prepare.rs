@@ -24,6 +24,9 @@ const NO_SUCH_STATEMENT: &str = "pgbroker_no_such_statement";
 /// shares between clients.
 const STAND_IN: &str = "pgbroker_deallocate";
 
+/// SQLSTATE of a statement sent in a failed transaction block.
+const IN_FAILED_TRANSACTION: &str = "25P02";
+
 /// SQLSTATE of a client over the broker's bound on its statements (program_limit_exceeded).
 const TOO_MANY: &str = "54000";
 
@@ -248,6 +251,15 @@ impl ServerConn {
         effects: Effects,
         t: &mut Translation<'_>,
     ) {
+        if self.position.status == b'E'
+            && !self.pipeline.client_in_flight()
+            && !ends_transaction(parse.definition)
+        {
+            // A failed transaction block refuses a Parse before anything else.
+            let message = "current transaction is aborted, commands ignored until end of \
+                           transaction block";
+            return self.refuse(IN_FAILED_TRANSACTION, message.to_owned(), t);
+        }
         if t.client.get(parse.name).is_some() {
             let message = format!("prepared statement \"{}\" already exists", parse.name);
             return self.refuse(DUPLICATE_STATEMENT, message, t);
@@ -323,6 +335,18 @@ impl ServerConn {
         self.pipeline
             .push(Entry::broker(Reply::Close, Undo::Reprepare(name)));
     }
+}
+
+/// Whether a statement's text starts with a command a failed transaction block still
+/// accepts (COMMIT, ROLLBACK and their spellings).
+fn ends_transaction(definition: &[u8]) -> bool {
+    let text = definition.split(|&b| b == 0).next().unwrap_or_default();
+    let word: Vec<u8> = (text.iter())
+        .skip_while(|b| b.is_ascii_whitespace() || **b == b'(')
+        .take_while(|b| b.is_ascii_alphabetic())
+        .map(u8::to_ascii_lowercase)
+        .collect();
+    [&b"commit"[..], b"rollback", b"end", b"abort", b"prepare"].contains(&word.as_slice())
 }
 
 /// The statement a client's non-empty name stands for.

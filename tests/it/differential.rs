@@ -529,3 +529,28 @@ async fn r13_reparse_after_failed_parse_in_earlier_segment() {
     let (b, p) = compare(250, 1, &steps).await;
     assert_eq!(b, p);
 }
+
+/// A Parse in a failed transaction block: Postgres refuses it with 25P02 even when the
+/// broker could answer it (the server has the statement), and the name stays free.
+#[tokio::test]
+async fn parse_in_a_failed_transaction_block() {
+    let steps = [
+        Step(0, vec![parse("s1", "SELECT 1", &[]), sync()], Ready(1)),
+        Step(0, vec![query("BEGIN"), query("SELECT 1/0")], Ready(2)),
+        Step(0, vec![parse("s2", "SELECT 1", &[]), sync()], Ready(1)),
+        Step(0, vec![parse("s1", "SELECT 1", &[]), sync()], Ready(1)),
+        Step(0, vec![query("ROLLBACK")], Ready(1)),
+        Step(
+            0,
+            vec![
+                parse("s2", "SELECT 1", &[]),
+                bind("s2", &[]),
+                execute(),
+                sync(),
+            ],
+            Ready(1),
+        ),
+    ];
+    let (b, p) = compare(250, 1, &steps).await;
+    assert_eq!(b, p);
+}
