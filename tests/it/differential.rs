@@ -9,56 +9,21 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::common::Harness;
-use crate::raw::{message, raw_login, read_message};
+use crate::raw::{
+    bind, close_statement, execute, field, flush, message, parse, query, raw_login, read_message,
+    sync,
+};
 
-fn parse(name: &str, sql: &str, types: &[u32]) -> Vec<u8> {
-    let mut body = format!("{name}\0{sql}\0").into_bytes();
-    body.extend_from_slice(&u16::try_from(types.len()).unwrap().to_be_bytes());
-    for oid in types {
-        body.extend_from_slice(&oid.to_be_bytes());
-    }
-    message(b'P', &body)
-}
-fn bind(statement: &str, params: &[&str]) -> Vec<u8> {
-    let mut body = format!("\0{statement}\0").into_bytes();
-    body.extend_from_slice(&[0, 0]);
-    body.extend_from_slice(&u16::try_from(params.len()).unwrap().to_be_bytes());
-    for p in params {
-        body.extend_from_slice(&u32::try_from(p.len()).unwrap().to_be_bytes());
-        body.extend_from_slice(p.as_bytes());
-    }
-    body.extend_from_slice(&[0, 0]);
-    message(b'B', &body)
-}
-fn close_statement(name: &str) -> Vec<u8> {
-    message(b'C', format!("S{name}\0").as_bytes())
-}
-fn execute() -> Vec<u8> {
-    message(b'E', &[0, 0, 0, 0, 0])
-}
-fn sync() -> Vec<u8> {
-    message(b'S', &[])
-}
-fn flush() -> Vec<u8> {
-    message(b'H', &[])
-}
-fn query(sql: &str) -> Vec<u8> {
-    message(b'Q', format!("{sql}\0").as_bytes())
-}
-fn field(body: &[u8], code: u8) -> String {
-    body.split(|&b| b == 0)
-        .find(|f| f.first() == Some(&code))
-        .map(|f| String::from_utf8_lossy(&f[1..]).into_owned())
-        .unwrap_or_default()
-}
-
+/// How much of a reply to read.
 #[derive(Clone, Copy)]
-enum Until {
+pub enum Until {
     Ready(usize),
     Msgs(usize),
 }
 
-async fn collect(raw: &mut TcpStream, until: Until) -> String {
+/// A client's view of what it reads: tags, `E:<SQLSTATE>`, `D:<first column>`,
+/// `C[<command tag>]` (ParameterStatus and notices left out), `<STALL>` after 4s of nothing.
+pub async fn collect(raw: &mut TcpStream, until: Until) -> String {
     let mut seen = Vec::new();
     let (mut ready, mut msgs) = (0, 0);
     loop {

@@ -11,7 +11,6 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::common::{scalar, Harness};
-use crate::observe::Scrape;
 
 const CLIENTS: usize = 6;
 const ROUNDS: usize = 25;
@@ -99,11 +98,7 @@ async fn workload(program: &str, args: &[&str]) {
     );
     let direct = h.direct().await;
     assert!(h.server_connections(&direct).await <= 2);
-    let s = Scrape::take(h.metrics.unwrap()).await;
-    assert!(
-        !s.has("pgbroker_pinned_sessions_total"),
-        "no session was pinned"
-    );
+    let s = crate::prepared::unpinned(&h).await;
     assert!(
         s.sum(
             "pgbroker_prepared_statements_total",

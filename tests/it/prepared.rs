@@ -11,82 +11,43 @@ use tokio::net::TcpStream;
 
 use crate::common::{scalar, sqlstate, Harness};
 use crate::observe::Scrape;
-use crate::raw::{cleartext_one_server, message, raw_login, read_message};
+use crate::raw::{
+    bind, cleartext_one_server, close_statement, describe_statement, execute, field, message,
+    parse, raw_login, read_message, sync,
+};
 use crate::tools::{failures, processed, run};
 
-fn parse(name: &str, sql: &str, types: &[u32]) -> Vec<u8> {
-    let mut body = format!("{name}\0{sql}\0").into_bytes();
-    body.extend_from_slice(&u16::try_from(types.len()).unwrap().to_be_bytes());
-    for oid in types {
-        body.extend_from_slice(&oid.to_be_bytes());
-    }
-    message(b'P', &body)
-}
-
-/// Bind of `statement` to the unnamed portal, text parameters, text results.
-fn bind(statement: &str, params: &[&str]) -> Vec<u8> {
-    let mut body = format!("\0{statement}\0").into_bytes();
-    body.extend_from_slice(&[0, 0]);
-    body.extend_from_slice(&u16::try_from(params.len()).unwrap().to_be_bytes());
-    for p in params {
-        body.extend_from_slice(&u32::try_from(p.len()).unwrap().to_be_bytes());
-        body.extend_from_slice(p.as_bytes());
-    }
-    body.extend_from_slice(&[0, 0]);
-    message(b'B', &body)
-}
-
-fn describe_statement(name: &str) -> Vec<u8> {
-    message(b'D', format!("S{name}\0").as_bytes())
-}
-
-fn close_statement(name: &str) -> Vec<u8> {
-    message(b'C', format!("S{name}\0").as_bytes())
-}
-
-fn execute() -> Vec<u8> {
-    message(b'E', &[0, 0, 0, 0, 0])
-}
-
-fn sync() -> Vec<u8> {
-    message(b'S', &[])
-}
-
-/// What a client sees of a reply: each message's tag, with the SQLSTATE after an 'E' and
-/// the first column after a 'D', e.g. "1 2 D:42 C Z".
+/// What a client sees of a reply up to `until_ready` ReadyForQuery messages: each
+/// message's tag, with the SQLSTATE after an 'E' and the first column after a 'D', e.g.
+/// "1 2 D:42 C Z".
 async fn replies(raw: &mut TcpStream, until_ready: usize) -> String {
-    let mut seen = Vec::new();
-    let mut ready = 0;
-    while ready < until_ready {
-        let (tag, body) = tokio::time::timeout(Duration::from_secs(10), read_message(raw))
-            .await
-            .unwrap_or_else(|_| panic!("reply stalled after {seen:?}"));
-        seen.push(match tag {
-            b'E' => format!("E:{}", field(&body, b'C')),
-            b'D' => {
-                let len = i32::from_be_bytes(body[2..6].try_into().unwrap());
-                let value = usize::try_from(len).map_or("NULL".into(), |len| {
-                    String::from_utf8_lossy(&body[6..6 + len]).into_owned()
-                });
-                format!("D:{value}")
-            }
-            tag => char::from(tag).to_string(),
-        });
-        ready += usize::from(tag == b'Z');
-    }
-    seen.join(" ")
-}
-
-/// A field of an ErrorResponse body.
-fn field(body: &[u8], code: u8) -> String {
-    body.split(|&b| b == 0)
-        .find(|f| f.first() == Some(&code))
-        .map(|f| String::from_utf8_lossy(&f[1..]).into_owned())
-        .unwrap_or_default()
+    let seen = crate::differential::collect(raw, crate::differential::Until::Ready(until_ready));
+    let seen = seen.await;
+    assert!(!seen.contains("<STALL>"), "reply stalled: {seen}");
+    // Command tags left out: "C[SELECT 1]" reads "C".
+    let mut depth = 0;
+    seen.chars()
+        .filter(|&c| {
+            depth += i32::from(c == '[');
+            let keep = depth == 0;
+            depth -= i32::from(c == ']');
+            keep
+        })
+        .collect()
 }
 
 async fn send(raw: &mut TcpStream, parts: &[Vec<u8>]) {
     raw.write_all(&parts.concat()).await.unwrap();
+}
+
+const STATEMENTS: &str = "pgbroker_prepared_statements_total";
+
+/// Scrapes the broker's metrics after checking that no session was pinned.
+pub async fn unpinned(h: &Harness) -> Scrape {
+    let s = Scrape::take(h.metrics.unwrap()).await;
+    let pins = s.sum("pgbroker_pinned_sessions_total", &[]);
+    assert_eq!(pins, 0.0, "no session was pinned");
+    s
 }
 
 fn named_statements(c: &mut pgbroker::Config) {
@@ -380,18 +341,9 @@ async fn tokio_postgres_clients_share_one_server_without_pinning() {
         sum.load(Ordering::Relaxed),
         4 * (0..40).map(|r| r * 2).sum::<i64>()
     );
-    let s = Scrape::take(h.metrics.unwrap()).await;
-    assert!(
-        !s.has("pgbroker_pinned_sessions_total"),
-        "no session was pinned"
-    );
-    assert!(
-        s.sum(
-            "pgbroker_prepared_statements_total",
-            &[("event", "prepared")]
-        ) >= 2.0
-    );
-    assert!(s.sum("pgbroker_prepared_statements_total", &[("event", "reused")]) >= 3.0);
+    let s = unpinned(&h).await;
+    assert!(s.sum(STATEMENTS, &[("event", "prepared")]) >= 2.0);
+    assert!(s.sum(STATEMENTS, &[("event", "reused")]) >= 3.0);
 }
 
 #[tokio::test]
@@ -506,11 +458,7 @@ async fn pgbench_prepared_mode_through_a_small_pool() {
         "server connections peaked at {peak}"
     );
     assert!(h.server_connections(&direct).await <= 8);
-    let s = Scrape::take(h.metrics.unwrap()).await;
-    assert!(
-        !s.has("pgbroker_pinned_sessions_total"),
-        "no session was pinned"
-    );
+    unpinned(&h).await;
 }
 
 #[tokio::test]
@@ -522,11 +470,7 @@ async fn extra_float_digits_follows_its_client_without_pinning() {
     assert_eq!(scalar(&b, "SHOW extra_float_digits").await, "1");
     assert_eq!(scalar(&a, "SHOW extra_float_digits").await, "3");
     assert_eq!(scalar(&b, "SHOW extra_float_digits").await, "1");
-    let s = Scrape::take(h.metrics.unwrap()).await;
-    assert!(
-        !s.has("pgbroker_pinned_sessions_total"),
-        "no session was pinned"
-    );
+    unpinned(&h).await;
 }
 
 #[tokio::test]

@@ -85,3 +85,51 @@ pub fn cleartext_one_server(c: &mut pgbroker::Config) {
     c.pool.borrow_timeout = Duration::from_millis(500);
     c.users[0].auth_method = Some(pgbroker::config::AuthMethod::Password);
 }
+
+// Extended-protocol messages and what is read back, for the named-statement tests.
+
+pub fn parse(name: &str, sql: &str, types: &[u32]) -> Vec<u8> {
+    let mut body = format!("{name}\0{sql}\0").into_bytes();
+    body.extend_from_slice(&u16::try_from(types.len()).unwrap().to_be_bytes());
+    for oid in types {
+        body.extend_from_slice(&oid.to_be_bytes());
+    }
+    message(b'P', &body)
+}
+pub fn bind(statement: &str, params: &[&str]) -> Vec<u8> {
+    let mut body = format!("\0{statement}\0").into_bytes();
+    body.extend_from_slice(&[0, 0]);
+    body.extend_from_slice(&u16::try_from(params.len()).unwrap().to_be_bytes());
+    for p in params {
+        body.extend_from_slice(&u32::try_from(p.len()).unwrap().to_be_bytes());
+        body.extend_from_slice(p.as_bytes());
+    }
+    body.extend_from_slice(&[0, 0]);
+    message(b'B', &body)
+}
+pub fn close_statement(name: &str) -> Vec<u8> {
+    message(b'C', format!("S{name}\0").as_bytes())
+}
+pub fn execute() -> Vec<u8> {
+    message(b'E', &[0, 0, 0, 0, 0])
+}
+pub fn sync() -> Vec<u8> {
+    message(b'S', &[])
+}
+pub fn flush() -> Vec<u8> {
+    message(b'H', &[])
+}
+pub fn query(sql: &str) -> Vec<u8> {
+    message(b'Q', format!("{sql}\0").as_bytes())
+}
+/// A field of an ErrorResponse body.
+pub fn field(body: &[u8], code: u8) -> String {
+    body.split(|&b| b == 0)
+        .find(|f| f.first() == Some(&code))
+        .map(|f| String::from_utf8_lossy(&f[1..]).into_owned())
+        .unwrap_or_default()
+}
+
+pub fn describe_statement(name: &str) -> Vec<u8> {
+    message(b'D', format!("S{name}\0").as_bytes())
+}
