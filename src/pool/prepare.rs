@@ -98,7 +98,7 @@ impl ServerConn {
                 self.ensure(&s, t);
                 write::bind(t.to_server, bind.portal, &s.server_name, bind.rest);
                 self.rewritten(b'B');
-                if s.effects.deallocates {
+                if s.effects.deallocates_all {
                     // It deallocates itself too when it runs.
                     self.prepared.remove(&s.server_name);
                 }
@@ -166,7 +166,9 @@ impl ServerConn {
             return false;
         };
         let held = t.client.get(&name).is_some();
-        if !(held || name.starts_with(SERVER_PREFIX)) || self.position.unsynced {
+        // (In a failed block it fails as it is, and the name stays.)
+        let failed_block = self.position.status == b'E';
+        if !(held || name.starts_with(SERVER_PREFIX)) || self.position.unsynced || failed_block {
             return false;
         }
         t.client.remove(&name);
@@ -251,16 +253,14 @@ impl ServerConn {
         effects: Effects,
         t: &mut Translation<'_>,
     ) {
-        if self.position.status == b'E'
-            && !self.pipeline.client_in_flight()
-            && !ends_transaction(parse.definition)
-        {
-            // A failed transaction block refuses a Parse before anything else.
-            let message = "current transaction is aborted, commands ignored until end of \
-                           transaction block";
-            return self.refuse(IN_FAILED_TRANSACTION, message.to_owned(), t);
-        }
+        let refused = self.position.status == b'E' && !ends_transaction(parse.definition);
         if t.client.get(parse.name).is_some() {
+            // A failed block refuses the Parse before the name is looked at.
+            if refused {
+                let message = "current transaction is aborted, commands ignored until end of \
+                               transaction block";
+                return self.refuse(IN_FAILED_TRANSACTION, message.to_owned(), t);
+            }
             let message = format!("prepared statement \"{}\" already exists", parse.name);
             return self.refuse(DUPLICATE_STATEMENT, message, t);
         }
@@ -275,9 +275,20 @@ impl ServerConn {
         }
         let s = Statement::new(parse.definition, effects);
         t.client.insert(parse.name, Arc::clone(&s));
-        if self.prepared.touch(&s.server_name) {
+        let listed = self.prepared.touch(&s.server_name);
+        // In a failed transaction block Postgres refuses most Parses (25P02): the server is
+        // asked, so the client gets its answer (the statement stays on it either way).
+        if listed && !refused {
             t.events.reused += 1;
             self.spare(b'P', b'1', Undo::Unbind(parse.name.into()), t);
+        } else if listed {
+            write::parse_definition(t.to_server, &s.server_name, &s.definition);
+            self.position.sent(b'P');
+            self.pipeline.push(Entry {
+                reply: Reply::Parse,
+                answer: Answer::Client,
+                undo: Undo::Unbind(parse.name.into()),
+            });
         } else {
             self.prepare(&s, t);
             self.pipeline.push(Entry {

@@ -519,3 +519,68 @@ async fn parse_in_a_failed_transaction_block() {
     let (b, p) = compare(250, 1, &steps).await;
     assert_eq!(b, p);
 }
+
+/// From the randomized differential run: frames that wait for an earlier batch's answer
+/// keep the server (a re-borrow would close the client's unnamed statement).
+#[tokio::test]
+async fn waiting_frames_keep_their_server() {
+    let steps = [Step(
+        0,
+        vec![
+            parse("", "SELECT 1", &[]),
+            parse("a", "SELECT 2", &[]),
+            sync(),
+            bind("", &[]),
+            execute(),
+            sync(),
+        ],
+        Ready(2),
+    )];
+    let (b, p) = compare(250, 1, &steps).await;
+    assert_eq!(b, p);
+}
+
+/// From the randomized differential run: DEALLOCATE of a name in a failed block fails and
+/// keeps the name; a Parse pipelined into a failed block gets 25P02, not a ParseComplete.
+#[tokio::test]
+async fn failed_blocks_refuse_deallocate_and_parse() {
+    let steps = [
+        Step(0, vec![parse("a", "SELECT 1", &[]), sync()], Ready(1)),
+        Step(0, vec![query("BEGIN"), query("SELECT 1/0")], Ready(2)),
+        Step(0, vec![query("DEALLOCATE a")], Ready(1)),
+        Step(0, vec![query("ROLLBACK")], Ready(1)),
+        Step(0, vec![bind("a", &[]), execute(), sync()], Ready(1)),
+        Step(
+            0,
+            vec![
+                query("BEGIN"),
+                query("SELECT 1/0"),
+                parse("b", "SELECT 1", &[]),
+                sync(),
+                query("ROLLBACK"),
+                bind("b", &[]),
+                execute(),
+                sync(),
+            ],
+            Ready(5),
+        ),
+    ];
+    let (b, p) = compare(250, 1, &steps).await;
+    assert_eq!(b, p);
+}
+
+/// From the randomized differential run: a named `DEALLOCATE name` bound twice without
+/// running keeps its own statement listed.
+#[tokio::test]
+async fn a_bound_deallocate_statement_stays_prepared() {
+    let steps = [
+        Step(0, vec![parse("c", "DEALLOCATE a", &[]), sync()], Ready(1)),
+        Step(
+            0,
+            vec![bind("c", &[]), sync(), bind("c", &[]), sync()],
+            Ready(2),
+        ),
+    ];
+    let (b, p) = compare(250, 1, &steps).await;
+    assert_eq!(b, p);
+}

@@ -11,6 +11,7 @@ mod differential;
 mod drivers;
 mod endings;
 mod extended;
+mod fuzz;
 mod observe;
 mod pooling;
 mod prepared;

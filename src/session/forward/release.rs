@@ -15,7 +15,9 @@ impl Session<'_> {
         let Link::Held(conn, Hold::Transaction) = &self.link else {
             return;
         };
-        if !conn.at_rest() || !self.to_server.is_empty() {
+        // Frames waiting for this server's answer go to this server: a re-borrow would
+        // close the client's unnamed statement (and another client could take it between).
+        if !conn.at_rest() || !self.to_server.is_empty() || self.waiting {
             return;
         }
         self.key.serve(None);

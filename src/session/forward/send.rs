@@ -44,7 +44,15 @@ impl Session<'_> {
             && conn.client_in_flight()
             && !conn.position.unsynced
             && mentions_session_wide(frame);
-        uncertain || session_wide
+        // A named Parse the broker may answer itself: whether a failed block makes it fail
+        // is known once what was sent before it is answered.
+        let named_parse = tag == b'P'
+            && conn.client_in_flight()
+            && !conn.position.unsynced
+            && frame
+                .get(crate::protocol::HEADER_LEN)
+                .is_some_and(|&b| b != 0);
+        uncertain || session_wide || named_parse
     }
 
     /// Queues the client frame of `len` bytes at the front of the read buffer for the
