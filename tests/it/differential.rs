@@ -10,8 +10,8 @@ use tokio::net::TcpStream;
 
 use crate::common::Harness;
 use crate::raw::{
-    bind, close_statement, execute, field, flush, message, parse, query, raw_login, read_message,
-    sync,
+    bind, close_statement, execute, flush, message, parse, query, raw_login, read_message, sync,
+    token,
 };
 
 /// How much of a reply to read.
@@ -38,19 +38,7 @@ pub async fn collect(raw: &mut TcpStream, until: Until) -> String {
             break;
         };
         msgs += 1;
-        seen.push(match tag {
-            b'E' => format!("E:{}", field(&body, b'C')),
-            b'D' => {
-                let len = i32::from_be_bytes(body[2..6].try_into().unwrap());
-                let value = usize::try_from(len).map_or("NULL".into(), |len| {
-                    String::from_utf8_lossy(&body[6..6 + len]).into_owned()
-                });
-                format!("D:{value}")
-            }
-            b'C' => format!("C[{}]", String::from_utf8_lossy(&body[..body.len() - 1])),
-            b'N' | b'S' => continue,
-            tag => char::from(tag).to_string(),
-        });
+        seen.extend(token(tag, &body, false));
         ready += usize::from(tag == b'Z');
     }
     seen.join(" ")

@@ -17,7 +17,10 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::raw::{message, read_message, send_startup};
+use crate::raw::{
+    bind, close_statement, describe_statement, execute, message, parse, read_message, send_startup,
+    token,
+};
 
 struct Rng(u64);
 
@@ -85,29 +88,14 @@ impl Msg {
         match self {
             Msg::Parse(name, text, typed) => {
                 let (sql, params) = TEXTS[*text];
-                let mut body = format!("{name}\0{sql}\0").into_bytes();
-                let n = if *typed { params } else { 0 };
-                body.extend_from_slice(&u16::try_from(n).unwrap().to_be_bytes());
-                for _ in 0..n {
-                    body.extend_from_slice(&23u32.to_be_bytes());
-                }
-                message(b'P', &body)
+                let types = vec![23; if *typed { params } else { 0 }];
+                parse(name, sql, &types)
             }
-            Msg::Bind(statement, params) => {
-                let mut body = format!("\0{statement}\0").into_bytes();
-                body.extend_from_slice(&[0, 0]);
-                body.extend_from_slice(&u16::try_from(params.len()).unwrap().to_be_bytes());
-                for p in params {
-                    body.extend_from_slice(&u32::try_from(p.len()).unwrap().to_be_bytes());
-                    body.extend_from_slice(p.as_bytes());
-                }
-                body.extend_from_slice(&[0, 0]);
-                message(b'B', &body)
-            }
-            Msg::DescribeS(name) => message(b'D', format!("S{name}\0").as_bytes()),
+            Msg::Bind(statement, params) => bind(statement, params),
+            Msg::DescribeS(name) => describe_statement(name),
             Msg::DescribeP => message(b'D', b"P\0"),
-            Msg::Execute => message(b'E', &[0, 0, 0, 0, 0]),
-            Msg::CloseS(name) => message(b'C', format!("S{name}\0").as_bytes()),
+            Msg::Execute => execute(),
+            Msg::CloseS(name) => close_statement(name),
             Msg::Sync => message(b'S', &[]),
             Msg::Flush => message(b'H', &[]),
             Msg::Query(sql) => message(b'Q', format!("{sql}\0").as_bytes()),
@@ -322,30 +310,6 @@ async fn login(addr: SocketAddr) -> TcpStream {
     raw
 }
 
-fn field(body: &[u8], code: u8) -> String {
-    body.split(|&b| b == 0)
-        .find(|f| f.first() == Some(&code))
-        .map(|f| String::from_utf8_lossy(&f[1..]).into_owned())
-        .unwrap_or_default()
-}
-
-fn token(tag: u8, body: &[u8]) -> Option<String> {
-    Some(match tag {
-        b'E' => format!("E:{}", field(body, b'C')),
-        b'D' => {
-            let len = i32::from_be_bytes(body[2..6].try_into().unwrap());
-            let value = usize::try_from(len).map_or("NULL".into(), |len| {
-                String::from_utf8_lossy(&body[6..6 + len]).into_owned()
-            });
-            format!("D:{value}")
-        }
-        b'C' => format!("C[{}]", String::from_utf8_lossy(&body[..body.len() - 1])),
-        b'Z' => format!("Z{}", char::from(body[0])),
-        b'N' | b'S' => return None,
-        tag => char::from(tag).to_string(),
-    })
-}
-
 /// Reads a step's replies: up to `owed` ReadyForQuery, or (`idle`) until the server is
 /// quiet for a while. Returns the transcript and how many ReadyForQuery came.
 async fn collect(raw: &mut TcpStream, owed: usize, idle: bool) -> (String, usize) {
@@ -361,7 +325,7 @@ async fn collect(raw: &mut TcpStream, owed: usize, idle: bool) -> (String, usize
             break;
         };
         ready += usize::from(tag == b'Z');
-        seen.extend(token(tag, &body));
+        seen.extend(token(tag, &body, true));
     }
     (seen.join(" "), ready)
 }
@@ -400,7 +364,7 @@ async fn run(
         while let Ok((tag, body)) =
             tokio::time::timeout(Duration::from_millis(50), read_message(raw)).await
         {
-            extra.extend(token(tag, &body));
+            extra.extend(token(tag, &body, true));
         }
         if !extra.is_empty() {
             out.push(format!("[{c}] extra: {}", extra.join(" ")));

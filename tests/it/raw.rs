@@ -133,3 +133,23 @@ pub fn field(body: &[u8], code: u8) -> String {
 pub fn describe_statement(name: &str) -> Vec<u8> {
     message(b'D', format!("S{name}\0").as_bytes())
 }
+
+/// How a test transcript shows one server message: its tag, `E:<SQLSTATE>`, `D:<first
+/// column>`, `C[<command tag>]`, and with `status` `Z<status>`; `None` for ParameterStatus
+/// and notices.
+pub fn token(tag: u8, body: &[u8], status: bool) -> Option<String> {
+    Some(match tag {
+        b'E' => format!("E:{}", field(body, b'C')),
+        b'D' => {
+            let len = i32::from_be_bytes(body[2..6].try_into().unwrap());
+            let value = usize::try_from(len).map_or("NULL".into(), |len| {
+                String::from_utf8_lossy(&body[6..6 + len]).into_owned()
+            });
+            format!("D:{value}")
+        }
+        b'C' => format!("C[{}]", String::from_utf8_lossy(&body[..body.len() - 1])),
+        b'Z' if status => format!("Z{}", char::from(body[0])),
+        b'N' | b'S' => return None,
+        tag => char::from(tag).to_string(),
+    })
+}
