@@ -207,11 +207,6 @@ impl ServerConn {
         }
     }
 
-    /// Statements prepared here under the broker's names.
-    pub fn prepared_statements(&self) -> usize {
-        self.prepared.len()
-    }
-
     /// What earlier batches did to statement names is not confirmed yet (see
     /// [`ServerConn::send_translated`]'s callers).
     pub fn statements_uncertain(&self) -> bool {
