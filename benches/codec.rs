@@ -8,7 +8,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pgbroker::pool::Position;
+use pgbroker::backend::Position;
 use pgbroker::protocol::frame::Passthrough;
 use pgbroker::protocol::query::analyze;
 use pgbroker::protocol::Header;

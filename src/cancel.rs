@@ -1,8 +1,12 @@
-//! Broker-issued cancel keys. Each client gets a (pid, secret) of the broker's own in its
-//! BackendKeyData; while it holds a server connection the key maps to that server's real
-//! key, so a CancelRequest reaches the query running for that client now, and nothing else.
+//! Cancelling: where a CancelRequest for a server connection goes ([`CancelTarget`]) and
+//! sending it ([`send_cancel`]), and the broker-issued keys. Each client gets a (pid,
+//! secret) of the broker's own in its BackendKeyData; while it holds a server connection the
+//! key maps to that server's real key, so a CancelRequest reaches the query running for that
+//! client now, and nothing else. Below the server connections and the sessions, which both
+//! send cancels; it knows only the protocol.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::BytesMut;
@@ -10,8 +14,18 @@ use rand::RngExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::pool::CancelTarget;
 use crate::protocol::write;
+
+/// Where to send a CancelRequest for the query running on a server connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CancelTarget {
+    /// The server's address.
+    pub addr: SocketAddr,
+    /// Backend process id.
+    pub pid: i32,
+    /// Backend secret key.
+    pub secret: i32,
+}
 
 #[derive(Debug)]
 struct Slot {

@@ -2,27 +2,34 @@
 //!
 //! # Layout
 //!
-//! Each module imports only from those above it in this list:
+//! This list is the one authority on the modules and their order. It runs from the bottom
+//! layer up: each module imports only from the modules listed before it (a test,
+//! `layers_run_one_way`, reads every `crate::` path in src/ and holds the code to it).
 //!
 //! - [`protocol`]: bytes only. Framing by header, startup packets, writers for the
-//!   messages the broker originates, and the SQL scan that decides pinning.
-//! - [`error`]: one error enum per boundary; the one place that picks a SQLSTATE.
+//!   messages the broker originates, the SQL scan that decides pinning, the protocol's own
+//!   error, and the names of the SQLSTATEs the broker reads from Postgres.
 //! - [`config`]: the config.toml schema, defaults and validation.
-//! - [`metrics`]: metric names, help and buckets; the handles everything below records
+//! - [`sandbox`]: a throwaway Postgres cluster for `demo`, the tests and the benches.
+//! - [`throttle`]: rate limits for warnings a storm would repeat.
+//! - [`metrics`]: metric names, help and buckets; the handles everything above records
 //!   through (each broker owns its recorder).
-//! - [`auth`]: client-facing SCRAM-SHA-256 / md5 / cleartext.
-//! - [`pool`]: server connections (connect, login, state) and the deadpool pools by
-//!   (database, user); the replies each connection owes and who reads them, and the
-//!   translation of clients' named prepared statements (per-server LRU, prepare on demand).
+//! - [`auth`]: client-facing SCRAM-SHA-256 / md5 / cleartext, and the configured users.
+//! - [`cancel`]: where a cancel goes and how it is sent; broker-issued cancel keys mapped
+//!   to the server serving a client now.
+//! - [`backend`]: one server connection: connect and login, the protocol position, the
+//!   replies it owes and who reads them, the translation of clients' named prepared
+//!   statements on it (per-server LRU, prepare on demand), and its cleanup.
+//! - [`pool`]: the deadpool pools by (database, user), their tiny Manager, and the login
+//!   gate that bounds logins to the backend.
 //! - [`limits`]: the counting service: account and function caps, client counts.
-//! - [`cancel`]: broker-issued cancel keys mapped to the server serving a client now.
 //! - [`reaper`]: the sweep that ends idle clients and closes idle or aged server connections.
+//! - [`error`]: the session's error and, in [`error::client`], the one place that picks
+//!   the SQLSTATE and the words a client sees, for the errors of every layer before it.
 //! - [`session`]: one client: startup, auth, the greeting, the forwarding loop, release.
 //! - [`admin`]: the HTTP endpoint (/metrics, /healthz, /readyz, /status), the backend
 //!   check behind readiness, and the metric upkeep.
 //! - [`server`]: the [`Broker`]: accept loop, task tracker, bounded drain on shutdown.
-//! - [`throttle`]: rate limits for warnings a storm would repeat.
-//! - [`sandbox`]: a throwaway Postgres cluster for `demo`, the tests and the benches.
 //!
 //! Data flow of one client: accept → startup → authenticate → greet (pool's parameters,
 //! broker-issued cancel key) → for each transaction: borrow a server connection, replay
@@ -37,6 +44,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod backend;
 pub mod cancel;
 pub mod config;
 pub mod error;
@@ -49,6 +57,9 @@ pub mod sandbox;
 pub mod server;
 pub mod session;
 pub mod throttle;
+
+#[cfg(test)]
+mod layers;
 
 pub use config::Config;
 pub use error::Error;

@@ -18,16 +18,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, Admin, Health, Probe};
-use crate::auth::{KeyCache, Secret};
+use crate::auth::{KeyCache, Secret, UserEntry};
 use crate::cancel::CancelRegistry;
 use crate::config::{AuthMethod, Config};
+use crate::error::client::BROKER_SQLSTATES;
 use crate::error::{Error, SessionError};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::pool::{BackendAddr, LoginGate, PoolOptions, Pools};
-use crate::protocol::write;
 use crate::reaper::{self, Clients};
-use crate::session::{self, Shared, UserEntry};
+use crate::session::{self, Shared};
 
 /// A bound, ready-to-run broker.
 #[derive(Debug)]
@@ -50,7 +50,7 @@ impl Broker {
             "" => None,
             addr => Some(bind(addr).await?),
         };
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new(BROKER_SQLSTATES));
         let health = Arc::new(Health::new(
             Probe::from_config(&config, &users),
             config.backend.health_interval,
@@ -249,7 +249,7 @@ async fn refuse(mut stream: TcpStream, shared: Arc<Shared>) {
     let max = shared.config.listen.max_client_connections;
     if let Some(m) = (SessionError::TooManyClients { max }).client_message() {
         shared.metrics.error(&m.code);
-        write::error_response(&mut buf, m.severity, &m.code, &m.text, m.hint);
+        m.write(&mut buf);
     }
     let _ = stream.write_all(&buf).await;
 }

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::UserEntry;
+use crate::backend::{LoginTarget, ServerConn};
 use crate::config::{Config, PasswordKind};
 use crate::metrics::Metrics;
-use crate::pool::{LoginTarget, ServerConn};
-use crate::session::UserEntry;
 
 /// The check's query: as light as `SELECT 1`, and it says how close Postgres is to its
 /// connection limit.

@@ -11,6 +11,7 @@
 //! - `scram`: one server-side SCRAM exchange ([`ScramExchange`]), with a mock for unknown users;
 //! - `password`: the md5 and cleartext checks;
 //! - `cache`: derived SCRAM keys for plaintext passwords ([`KeyCache`]);
+//! - `users`: the configured users ([`UserEntry`]);
 //! - here: the error type, the message-body parsers and a constant-time compare.
 //!
 //! Secrets never reach an error message, a `Debug` line or a log: every `Debug` is redacted.
@@ -19,11 +20,13 @@ mod cache;
 mod password;
 mod scram;
 mod secret;
+mod users;
 
 pub use cache::KeyCache;
 pub use password::{md5_verify, verify_cleartext};
 pub use scram::{ScramExchange, MAX_SCRAM_MESSAGE_LEN, SCRAM_MECHANISM};
 pub use secret::{scram_secret, ScramSecret, Secret, SCRAM_DEFAULT_ITERATIONS};
+pub use users::UserEntry;
 
 /// Longest password a client may send in a PasswordMessage, terminating NUL included. Generous
 /// because cloud IAM tokens travel as cleartext passwords and run to a couple of kilobytes.

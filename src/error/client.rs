@@ -1,14 +1,19 @@
 //! The one place that maps an error to what a client sees: SQLSTATE, severity, the words
 //! (always starting with `pgbroker:`) and a hint where one helps.
 
-use super::{BorrowError, CapError, LoginError, SessionError};
-use crate::protocol::write::Severity;
+use bytes::BytesMut;
+
+use super::SessionError;
+use crate::backend::{LoginError, StatementRefusal};
+use crate::limits::CapError;
+use crate::pool::BorrowError;
+use crate::protocol::write::{self, Severity};
 
 /// Every SQLSTATE the broker itself chooses (the metrics keep a label for each of them,
 /// however many codes the server raises).
 pub const BROKER_SQLSTATES: &[&str] = &[
-    "08001", "08006", "08P01", "0A000", "25P03", "28000", "28P01", "3D000", "53300", "57P01",
-    "57P03", "57P05",
+    "08001", "08006", "08P01", "0A000", "25P02", "25P03", "28000", "28P01", "3D000", "42P05",
+    "53300", "54000", "57P01", "57P03", "57P05",
 ];
 
 /// What a client is told about an error: the allowlist of words that leave the broker.
@@ -37,6 +42,12 @@ impl ClientMessage {
     fn hint(mut self, hint: &'static str) -> Self {
         self.hint = Some(hint);
         self
+    }
+
+    /// Appends it to `buf` as an ErrorResponse.
+    pub fn write(&self, buf: &mut BytesMut) {
+        let (code, text) = (&self.code, &self.text);
+        write::error_response(buf, self.severity, code, text, self.hint);
     }
 }
 
@@ -115,6 +126,21 @@ impl CapError {
                 "53300",
                 format!("pgbroker: function \"{function}\" of account \"{account}\" has {max} transactions waiting already (max_waiting)"),
             ),
+        }
+    }
+}
+
+impl StatementRefusal {
+    /// The error a refused Parse gets in its place in the pipeline. The first two are
+    /// Postgres's own (code and words), since the broker answers in the server's place.
+    pub fn client_message(&self) -> ClientMessage {
+        let error = |code, text| ClientMessage::new(Severity::Error, code, text);
+        match self {
+            StatementRefusal::InFailedTransaction => error("25P02", self.to_string()),
+            StatementRefusal::Duplicate { .. } => error("42P05", self.to_string()),
+            StatementRefusal::TooMany { .. } => {
+                error("54000", format!("pgbroker: {self}; close some first"))
+            }
         }
     }
 }
@@ -226,30 +252,85 @@ impl SessionError {
 
 #[cfg(test)]
 mod tests {
+    /// The SQLSTATE-shaped string literals of `source`, with their 1-based lines.
+    fn sqlstates(source: &str) -> Vec<(usize, &str)> {
+        let mut found = Vec::new();
+        for (n, line) in source.lines().enumerate() {
+            for quoted in line.split('"').skip(1).step_by(2) {
+                let sqlstate = quoted.len() == 5
+                    && (quoted.bytes()).all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+                    && quoted.bytes().next().is_some_and(|b| b.is_ascii_digit());
+                if sqlstate {
+                    found.push((n + 1, quoted));
+                }
+            }
+        }
+        found
+    }
+
     #[test]
     fn every_code_chosen_here_is_listed() {
         let source = include_str!("client.rs");
         let listed = source.split("pub const BROKER_SQLSTATES").nth(1).unwrap();
         let (list, _) = listed.split_once("];").unwrap();
-        for (at, _) in source.match_indices('"') {
-            let code = source[at + 1..].split('"').next().unwrap_or("");
-            let sqlstate = code.len() == 5
-                && code
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
-                && code.bytes().next().is_some_and(|b| b.is_ascii_digit());
-            if sqlstate {
-                assert!(
-                    list.contains(&format!("\"{code}\"")),
-                    "{code} is not listed"
-                );
+        let code = source.split("#[cfg(test)]").next().unwrap();
+        for (line, code) in sqlstates(code) {
+            let quoted = format!("\"{code}\"");
+            assert!(
+                list.contains(&quoted),
+                "client.rs:{line}: {code} is not listed"
+            );
+        }
+    }
+
+    /// Outside this file, only `protocol/sqlstate.rs` names SQLSTATEs (the ones read from
+    /// Postgres), and only this file writes an ErrorResponse; tests may spell any.
+    #[test]
+    fn no_code_is_chosen_anywhere_else() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut stray = Vec::new();
+        for (path, text) in sources(&src) {
+            let name = path.strip_prefix(&src).unwrap().display().to_string();
+            let is_test = path.iter().any(|p| p == "tests" || p == "tests.rs");
+            let allowed = ["error/client.rs", "protocol/sqlstate.rs", "layers.rs"];
+            if is_test || allowed.contains(&name.as_str()) {
+                continue;
+            }
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for (line, sqlstate) in sqlstates(code) {
+                stray.push(format!("src/{name}:{line}: SQLSTATE {sqlstate}"));
+            }
+            let writers = ["protocol/write.rs"];
+            for (n, l) in code.lines().enumerate() {
+                if l.contains("error_response(") && !writers.contains(&name.as_str()) {
+                    stray.push(format!("src/{name}:{}: writes an ErrorResponse", n + 1));
+                }
             }
         }
+        assert!(
+            stray.is_empty(),
+            "errors chosen outside error/client.rs:\n{}",
+            stray.join("\n")
+        );
+    }
+
+    fn sources(dir: &std::path::Path) -> Vec<(std::path::PathBuf, String)> {
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                all.extend(sources(&path));
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                all.push((path, text));
+            }
+        }
+        all
     }
 
     use super::*;
     use crate::auth::AuthError;
-    use crate::error::FrameError;
+    use crate::protocol::FrameError;
     use std::io;
     use std::time::Duration;
 

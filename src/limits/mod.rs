@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{Config, UnknownFunctions};
-use crate::error::CapError;
 use crate::metrics::{FunctionMetrics, Metrics};
 
+mod error;
 mod stats;
+pub use error::CapError;
 pub use stats::{AccountStats, FunctionStats, Rejected};
 
 /// Name shared by functions past `limits.max_tracked_functions`.

@@ -129,14 +129,16 @@ impl fmt::Debug for Metrics {
 }
 
 impl Default for Metrics {
+    /// A recorder that keeps no SQLSTATE's label past the bound (for tests of other parts).
     fn default() -> Self {
-        Metrics::new()
+        Metrics::new(&[])
     }
 }
 
 impl Metrics {
-    /// A recorder with every metric described and the histogram buckets set.
-    pub fn new() -> Metrics {
+    /// A recorder with every metric described and the histogram buckets set; `sqlstates`
+    /// (the codes the broker itself chooses) always keep their label in `errors_total`.
+    pub fn new(sqlstates: &[&str]) -> Metrics {
         let recorder = builder().build_recorder();
         for (name, help) in HELP {
             let (name, help) = (KeyName::from(*name), SharedString::from(*help));
@@ -148,8 +150,7 @@ impl Metrics {
                 recorder.describe_gauge(name, None, help);
             }
         }
-        let errors = crate::error::client::BROKER_SQLSTATES
-            .iter()
+        let errors = (sqlstates.iter())
             .map(|&code| {
                 (
                     code.to_owned(),

@@ -4,7 +4,7 @@ use super::*;
 
 #[test]
 fn renders_help_buckets_and_bounded_sqlstates() {
-    let metrics = Metrics::new();
+    let metrics = Metrics::new(&["53300"]);
     let f = metrics.function("acme", "orders");
     f.transactions.increment(3);
     f.borrow_wait.record(0.0002);

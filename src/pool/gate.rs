@@ -9,7 +9,8 @@ use std::time::Duration;
 use rand::RngExt;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::error::LoginError;
+use crate::backend::LoginError;
+use crate::protocol::sqlstate::{CANNOT_CONNECT_NOW, TOO_MANY_CONNECTIONS};
 
 /// The gate every server login passes.
 #[derive(Debug)]
@@ -88,7 +89,9 @@ impl LoginGate {
 /// Whether a failed login is worth retrying: Postgres is full or starting, or not there yet.
 pub fn retryable(error: &LoginError) -> bool {
     match error {
-        LoginError::Refused { code, .. } => matches!(code.as_str(), "53300" | "57P03"),
+        LoginError::Refused { code, .. } => {
+            [TOO_MANY_CONNECTIONS, CANNOT_CONNECT_NOW].contains(&code.as_str())
+        }
         LoginError::Connect { source, .. } => {
             source.kind() == std::io::ErrorKind::ConnectionRefused
         }

@@ -1,16 +1,10 @@
-//! Server connections and their pools: one deadpool pool per (database, user), with a tiny
-//! `Manager` (create = connect + login; recycle = synchronous checks).
+//! The pools of server connections: one deadpool pool per (database, user), with a tiny
+//! `Manager` (create = connect + login; recycle = synchronous checks), the set of pools,
+//! and the login gate that bounds logins to the backend across all of them.
 
-pub mod conn;
+mod error;
 pub mod gate;
-pub mod login;
-mod messages;
-mod pipeline;
 mod pools;
-mod prepare;
-mod settle;
-pub mod state;
-pub mod statements;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -19,18 +13,12 @@ use std::time::{Duration, Instant};
 use deadpool::managed::{self, PoolError, QueueMode, RecycleError, RecycleResult};
 use deadpool::Runtime;
 
-pub use conn::{CancelTarget, Params, ServerConn};
+pub use error::BorrowError;
 pub use gate::LoginGate;
-pub use login::LoginTarget;
-pub use messages::Heard;
 pub use pools::{BackendAddr, Pools};
-pub use prepare::{StatementEvents, Translation};
-pub use settle::Ending;
-pub use state::Position;
-pub use statements::ClientStatements;
 
+use crate::backend::{LoginError, LoginTarget, Params, ServerConn, StatementEvents};
 use crate::config::PoolSettings;
-use crate::error::{BorrowError, LoginError};
 use crate::metrics::{Metrics, PoolMetrics};
 
 /// The deadpool manager of one (database, user) pool.

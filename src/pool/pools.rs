@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::{LoginGate, LoginTarget, Pool, PoolOptions, ServerReaps};
+use super::{LoginGate, Pool, PoolOptions, ServerReaps};
 use crate::auth::Secret;
+use crate::backend::LoginTarget;
 use crate::config::PoolSettings;
 use crate::metrics::Metrics;
 

@@ -1,7 +1,7 @@
 //! Framing: a message is a one-byte tag, a big-endian `u32` length that counts itself, then
 //! the body. The broker reads headers only and forwards the original bytes.
 
-use crate::error::FrameError;
+use super::FrameError;
 
 /// Tag byte plus length word.
 pub const HEADER_LEN: usize = 5;

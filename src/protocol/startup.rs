@@ -4,7 +4,7 @@
 //! <https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-START-UP>
 
 use super::frame::{cstr, read_i32};
-use crate::error::FrameError;
+use super::FrameError;
 
 /// Longest startup packet accepted; Postgres uses the same bound.
 pub const MAX_STARTUP_PACKET_LENGTH: usize = 10_000;

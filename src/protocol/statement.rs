@@ -9,7 +9,7 @@
 use sha2::{Digest, Sha256};
 
 use super::frame::cstr;
-use crate::error::FrameError;
+use super::FrameError;
 
 /// Prefix of the server-side names the broker gives statements.
 pub const SERVER_PREFIX: &str = "pgbroker_";

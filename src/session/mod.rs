@@ -13,25 +13,16 @@ use std::time::Instant;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{KeyCache, Secret};
+use crate::auth::{KeyCache, UserEntry};
+use crate::backend::Params;
 use crate::cancel::{CancelKey, CancelRegistry};
 use crate::config::{AuthMethod, Config, FunctionFrom};
-use crate::error::{CapError, SessionError};
-use crate::pool::{Params, Pools};
+use crate::error::SessionError;
+use crate::limits::CapError;
+use crate::pool::Pools;
 use crate::protocol::write;
 use params::ClientParams;
 use startup::{ClientIo, Opening};
-
-/// A configured user, as the broker authenticates it and logs it in to Postgres.
-#[derive(Debug, Clone)]
-pub struct UserEntry {
-    /// Its password, parsed.
-    pub secret: Secret,
-    /// How the client authenticates.
-    pub method: AuthMethod,
-    /// The account it belongs to.
-    pub account: String,
-}
 
 /// What every session shares.
 #[derive(Debug)]
@@ -78,13 +69,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     if let Err(error) = &outcome {
         if let Some(message) = error.client_message() {
             shared.metrics.error(&message.code);
-            write::error_response(
-                &mut io.wbuf,
-                message.severity,
-                &message.code,
-                &message.text,
-                message.hint,
-            );
+            message.write(&mut io.wbuf);
         }
     }
     // A client that stopped reading must not hold the task (and shutdown) hostage.

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::pool::{Params, ServerConn};
+use crate::backend::{Params, ServerConn};
 use crate::protocol::query::{analyze, Effects, PinReason};
 
 /// Reported parameters that cannot (or must not) be SET by the broker.

@@ -14,10 +14,11 @@ use super::Shared;
 use crate::auth::{self, AuthError, ScramExchange, Secret};
 use crate::cancel::send_cancel;
 use crate::config::AuthMethod;
-use crate::error::{FrameError, SessionError};
+use crate::error::SessionError;
 use crate::protocol::frame::whole_frame;
 use crate::protocol::startup::{self, Packet, Startup};
 use crate::protocol::write;
+use crate::protocol::FrameError;
 
 /// Longest authentication message a client may send.
 pub const MAX_AUTH_MESSAGE: usize = 8192;

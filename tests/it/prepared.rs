@@ -469,7 +469,7 @@ async fn extra_float_digits_follows_its_client_without_pinning() {
 async fn a_client_cannot_hold_statements_without_bound() {
     let h = Harness::start(named_statements).await;
     let mut raw = raw_login(&h).await;
-    let max = pgbroker::pool::ClientStatements::MAX_COUNT;
+    let max = pgbroker::backend::ClientStatements::MAX_COUNT;
     let mut batch: Vec<Vec<u8>> = (0..max)
         .map(|i| parse(&format!("s{i}"), "SELECT 1", &[]))
         .collect();

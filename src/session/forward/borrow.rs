@@ -5,10 +5,12 @@
 use std::time::Instant;
 
 use super::{Hold, Link, Session};
+use crate::backend::ServerError;
 use crate::config::PoolMode;
-use crate::error::{BorrowError, CapError, ClientMessage, ServerError, SessionError};
-use crate::limits::{CapKind, Limits};
-use crate::pool::{Borrowed, Pool};
+use crate::error::{ClientMessage, SessionError};
+use crate::limits::CapError;
+use crate::limits::{CapKind, Limits, Permits};
+use crate::pool::{BorrowError, Borrowed, Pool};
 use crate::protocol::write;
 use crate::reaper::Phase;
 use crate::session::params::{ClientParams, Replay};
@@ -32,47 +34,11 @@ impl Session<'_> {
         // timeout. The waits are cancel-safe: at the end of the grace period a waiter
         // leaves every queue it is in.
         let asked = Instant::now();
-        let permits = tokio::select! {
-            got = Limits::acquire(&self.slot, deadline) => got,
-            () = self.shared.abort.cancelled() => return Err(SessionError::Shutdown),
-            gone = client_gone(self.io, len) => return Err(gone.into()),
+        let Some(mut permits) = self.caps(tag, len, deadline, asked).await? else {
+            return Ok(false);
         };
-        let mut permits = match permits {
-            Ok(permits) => permits,
-            Err(e) => {
-                let cap = match e {
-                    CapError::Queue { .. } => "function queue",
-                    CapError::AccountBusy { .. } => "account",
-                    _ => "function",
-                };
-                // A full queue refuses at once: there was no wait to record.
-                if !matches!(e, CapError::Queue { .. }) {
-                    self.record_wait(asked);
-                }
-                self.refused(cap, &e);
-                self.fail_statement(tag, &e.client_message());
-                return Ok(false);
-            }
-        };
-        let got = tokio::select! {
-            got = self.pool.get_within(deadline.saturating_duration_since(Instant::now())) => got,
-            () = self.shared.abort.cancelled() => return Err(SessionError::Shutdown),
-            gone = client_gone(self.io, len) => return Err(gone.into()),
-        };
-        let conn = match got {
-            Ok(conn) => conn,
-            Err(BorrowError::Closed) => return Err(SessionError::Shutdown),
-            Err(e) => {
-                self.record_wait(asked);
-                if let BorrowError::PoolFull { .. } = e {
-                    self.slot.function.reject(CapKind::Pool);
-                    self.refused("pool", &e);
-                } else if let Some(suppressed) = self.shared.warnings.borrows.allow() {
-                    tracing::warn!(error = %e, suppressed, "no server connection for a transaction");
-                }
-                self.fail_statement(tag, &e.client_message(false));
-                return Ok(false);
-            }
+        let Some(conn) = self.checkout(tag, len, deadline, asked).await? else {
+            return Ok(false);
         };
         self.record_wait(asked);
         permits.borrowed();
@@ -87,6 +53,69 @@ impl Session<'_> {
         self.link = Link::Held(conn, hold);
         self.permits = Some(permits);
         Ok(true)
+    }
+
+    /// Waits for the function's and the account's cap slots until `deadline`; on a refusal
+    /// the statement fails (None) and the session goes on. Cancel-safe: a dropped wait
+    /// leaves the queues.
+    async fn caps(
+        &mut self,
+        tag: u8,
+        len: usize,
+        deadline: Instant,
+        asked: Instant,
+    ) -> Result<Option<Permits>, SessionError> {
+        let permits = tokio::select! {
+            got = Limits::acquire(&self.slot, deadline) => got,
+            () = self.shared.abort.cancelled() => return Err(SessionError::Shutdown),
+            gone = client_gone(self.io, len) => return Err(gone.into()),
+        };
+        let e = match permits {
+            Ok(permits) => return Ok(Some(permits)),
+            Err(e) => e,
+        };
+        let cap = match e {
+            CapError::Queue { .. } => "function queue",
+            CapError::AccountBusy { .. } => "account",
+            _ => "function",
+        };
+        // A full queue refuses at once: there was no wait to record.
+        if !matches!(e, CapError::Queue { .. }) {
+            self.record_wait(asked);
+        }
+        self.refused(cap, &e);
+        self.fail_statement(tag, &e.client_message());
+        Ok(None)
+    }
+
+    /// Waits for a server connection from the pool until `deadline`; on a failure the
+    /// statement fails (None) and the session goes on. Cancel-safe.
+    async fn checkout(
+        &mut self,
+        tag: u8,
+        len: usize,
+        deadline: Instant,
+        asked: Instant,
+    ) -> Result<Option<Borrowed>, SessionError> {
+        let got = tokio::select! {
+            got = self.pool.get_within(deadline.saturating_duration_since(Instant::now())) => got,
+            () = self.shared.abort.cancelled() => return Err(SessionError::Shutdown),
+            gone = client_gone(self.io, len) => return Err(gone.into()),
+        };
+        let e = match got {
+            Ok(conn) => return Ok(Some(conn)),
+            Err(BorrowError::Closed) => return Err(SessionError::Shutdown),
+            Err(e) => e,
+        };
+        self.record_wait(asked);
+        if let BorrowError::PoolFull { .. } = e {
+            self.slot.function.reject(CapKind::Pool);
+            self.refused("pool", &e);
+        } else if let Some(suppressed) = self.shared.warnings.borrows.allow() {
+            tracing::warn!(error = %e, suppressed, "no server connection for a transaction");
+        }
+        self.fail_statement(tag, &e.client_message(false));
+        Ok(None)
     }
 
     /// Records a borrow's wait (granted or timed out) in its function's histogram.
@@ -114,13 +143,7 @@ impl Session<'_> {
     /// for a simple Query (or a lone Sync), or after skipping to the next Sync otherwise.
     fn fail_statement(&mut self, tag: u8, message: &ClientMessage) {
         self.shared.metrics.error(&message.code);
-        write::error_response(
-            &mut self.io.wbuf,
-            message.severity,
-            &message.code,
-            &message.text,
-            message.hint,
-        );
+        message.write(&mut self.io.wbuf);
         match tag {
             b'Q' | b'F' | b'S' => write::ready_for_query(&mut self.io.wbuf, b'I'),
             _ => self.skipping = true,

@@ -10,13 +10,16 @@ use tokio::io::AsyncWriteExt;
 use super::params::ClientParams;
 use super::startup::ClientIo;
 use super::{Greeted, Shared};
+use crate::backend::ServerError;
+use crate::backend::{ClientStatements, Heard};
 use crate::cancel::CancelKey;
-use crate::error::{FrameError, ServerError, SessionError};
+use crate::error::SessionError;
 use crate::limits::{ClientSlot, Permits};
 use crate::metrics::Reaped;
-use crate::pool::{Borrowed, ClientStatements, Heard, Pool};
+use crate::pool::{Borrowed, Pool};
 use crate::protocol::query::PinReason;
 use crate::protocol::write;
+use crate::protocol::FrameError;
 use crate::protocol::Header;
 use crate::reaper::{Phase, Reason, Registration};
 
@@ -352,6 +355,11 @@ impl<'a> Session<'a> {
                 Heard::Error(code) => metrics.error(code),
                 Heard::Ready { status: b'I', more } => tally.ended(function, more),
                 Heard::Ready { .. } => {}
+                Heard::Refused(refusal, out) => {
+                    let message = refusal.client_message();
+                    metrics.error(&message.code);
+                    message.write(out);
+                }
             },
         )
         .map_err(ServerError::from)?;

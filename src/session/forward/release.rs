@@ -4,8 +4,9 @@
 use std::mem;
 
 use super::{Hold, Link, Session};
+use crate::backend::Ending;
 use crate::config::OnClientDisconnect;
-use crate::pool::{Ending, Pool};
+use crate::pool::Pool;
 
 impl Session<'_> {
     /// In transaction mode, gives the server back once it is at rest with nothing queued.

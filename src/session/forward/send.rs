@@ -3,9 +3,9 @@
 //! transaction mode.
 
 use super::{Hold, Link, Session};
+use crate::backend::{StatementEvents, Translation};
 use crate::config::PoolMode;
 use crate::error::SessionError;
-use crate::pool::{StatementEvents, Translation};
 use crate::protocol::query::Effects;
 use crate::session::params::ClientParams;
 

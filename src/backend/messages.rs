@@ -5,12 +5,14 @@
 use bytes::{Buf, BytesMut};
 
 use super::conn::ServerConn;
-use crate::error::{FrameError, ServerError};
+use super::{ServerError, StatementRefusal};
 use crate::protocol::frame::{error_fields, read_i32, whole_frame};
 use crate::protocol::write;
+use crate::protocol::FrameError;
 
-/// What [`ServerConn::forward_into`] passed on that a session keeps count of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What [`ServerConn::forward_into`] passed on that a session keeps count of, or must
+/// answer itself.
+#[derive(Debug, PartialEq, Eq)]
 pub enum Heard<'a> {
     /// A ParameterStatus: name, value.
     Param(&'a str, &'a str),
@@ -24,6 +26,9 @@ pub enum Heard<'a> {
         /// More ReadyForQuery messages are owed.
         more: bool,
     },
+    /// A client Parse the broker refused: the session writes its error to the client, in
+    /// the place of the server's, into the bytes for the client.
+    Refused(&'a StatementRefusal, &'a mut BytesMut),
 }
 
 pub(super) fn statement_error(what: &'static str, body: &[u8]) -> ServerError {

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use super::conn::ServerConn;
-use super::pipeline::{Answer, Entry, Refusal, Reply, Undo, DUPLICATE_STATEMENT};
+use super::pipeline::{Answer, Entry, Reply, Undo};
 use super::statements::{ClientStatements, Statement};
-use crate::error::FrameError;
+use super::StatementRefusal;
 use crate::protocol::query::Effects;
 use crate::protocol::statement::{self, SERVER_PREFIX};
+use crate::protocol::FrameError;
 use crate::protocol::{write, HEADER_LEN};
 
 /// A statement name no statement has: a Parse that reuses a client's name is sent as a
@@ -23,12 +24,6 @@ const NO_SUCH_STATEMENT: &str = "pgbroker_no_such_statement";
 /// The statement a client's `DEALLOCATE name` is pointed at instead of the one the broker
 /// shares between clients.
 const STAND_IN: &str = "pgbroker_deallocate";
-
-/// SQLSTATE of a statement sent in a failed transaction block.
-const IN_FAILED_TRANSACTION: &str = "25P02";
-
-/// SQLSTATE of a client over the broker's bound on its statements (program_limit_exceeded).
-const TOO_MANY: &str = "54000";
 
 /// What happened to prepared statements while frames were sent, for metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -67,75 +62,100 @@ impl ServerConn {
         t: &mut Translation<'_>,
     ) -> Result<Effects, FrameError> {
         let tag = frame[0];
-        let body = frame.get(HEADER_LEN..).unwrap_or_default();
         // After an error the server skips everything up to the next Sync.
         if self.pipeline.ignoring() && tag != b'S' {
             self.pass(frame, t);
             return Ok(effects);
         }
         match tag {
-            b'P' => {
-                let parse = statement::parse(body)?;
-                if !parse.name.is_empty() {
-                    self.named_parse(parse, effects, t);
-                    return Ok(Effects::default());
-                }
-                self.deallocations(effects, t);
+            b'P' => self.parse(frame, effects, t),
+            b'Q' => Ok(self.query(frame, effects, t)),
+            b'B' => self.bind(frame, t),
+            b'D' | b'C' => self.describe_or_close(frame, t),
+            _ => {
+                self.pass(frame, t);
+                Ok(effects)
             }
-            b'Q' => {
-                if self.deallocate_one(body, t) {
-                    return Ok(Effects::default());
-                }
-                self.deallocations(effects, t);
-            }
-            b'B' => {
-                let bind = statement::bind(body)?;
-                let Some(s) = named(t.client, bind.statement) else {
-                    self.pass(frame, t);
-                    return Ok(Effects::default());
-                };
-                self.deallocations(s.effects, t);
-                self.ensure(&s, t);
-                write::bind(t.to_server, bind.portal, &s.server_name, bind.rest);
-                self.rewritten(b'B');
-                if s.effects.deallocates_all {
-                    // It deallocates itself too when it runs.
-                    self.prepared.remove(&s.server_name);
-                }
-                return Ok(s.effects);
-            }
-            b'D' | b'C' => {
-                let target = statement::target(body)?;
-                let s = if target.kind == b'S' {
-                    named(t.client, target.name)
-                } else {
-                    None
-                };
-                match (tag, s) {
-                    (b'D', Some(s)) => {
-                        self.ensure(&s, t);
-                        write::describe(t.to_server, b'S', &s.server_name);
-                        self.rewritten(b'D');
-                    }
-                    // The statement stays prepared on the server for other clients.
-                    (_, Some(s)) => {
-                        t.client.remove(target.name);
-                        self.spare(b'C', b'3', Undo::Rebind(target.name.into(), s), t);
-                    }
-                    // The broker's statements are not the client's to close.
-                    (b'C', None)
-                        if target.kind == b'S' && target.name.starts_with(SERVER_PREFIX) =>
-                    {
-                        self.spare(b'C', b'3', Undo::Nothing, t);
-                    }
-                    _ => self.pass(frame, t),
-                }
-                return Ok(Effects::default());
-            }
-            _ => {}
         }
+    }
+
+    /// A Parse: a named one is the client's to keep; the unnamed one passes through.
+    fn parse(
+        &mut self,
+        frame: &[u8],
+        effects: Effects,
+        t: &mut Translation<'_>,
+    ) -> Result<Effects, FrameError> {
+        let parse = statement::parse(frame.get(HEADER_LEN..).unwrap_or_default())?;
+        if !parse.name.is_empty() {
+            self.named_parse(parse, effects, t);
+            return Ok(Effects::default());
+        }
+        self.deallocations(effects, t);
         self.pass(frame, t);
         Ok(effects)
+    }
+
+    /// A simple Query: `DEALLOCATE name` of a client's statement is pointed at a stand-in.
+    fn query(&mut self, frame: &[u8], effects: Effects, t: &mut Translation<'_>) -> Effects {
+        if self.deallocate_one(frame.get(HEADER_LEN..).unwrap_or_default(), t) {
+            return Effects::default();
+        }
+        self.deallocations(effects, t);
+        self.pass(frame, t);
+        effects
+    }
+
+    /// A Bind of a client's named statement goes to its server-side name, prepared first
+    /// where missing; its statement's effects are the ones to act on.
+    fn bind(&mut self, frame: &[u8], t: &mut Translation<'_>) -> Result<Effects, FrameError> {
+        let bind = statement::bind(frame.get(HEADER_LEN..).unwrap_or_default())?;
+        let Some(s) = named(t.client, bind.statement) else {
+            self.pass(frame, t);
+            return Ok(Effects::default());
+        };
+        self.deallocations(s.effects, t);
+        self.ensure(&s, t);
+        write::bind(t.to_server, bind.portal, &s.server_name, bind.rest);
+        self.rewritten(b'B');
+        if s.effects.deallocates_all {
+            // It deallocates itself too when it runs.
+            self.prepared.remove(&s.server_name);
+        }
+        Ok(s.effects)
+    }
+
+    /// A Describe or Close of a statement: a client's is translated (Describe) or answered
+    /// by the broker (Close: the statement stays prepared on the server for other clients).
+    fn describe_or_close(
+        &mut self,
+        frame: &[u8],
+        t: &mut Translation<'_>,
+    ) -> Result<Effects, FrameError> {
+        let tag = frame[0];
+        let target = statement::target(frame.get(HEADER_LEN..).unwrap_or_default())?;
+        let s = if target.kind == b'S' {
+            named(t.client, target.name)
+        } else {
+            None
+        };
+        match (tag, s) {
+            (b'D', Some(s)) => {
+                self.ensure(&s, t);
+                write::describe(t.to_server, b'S', &s.server_name);
+                self.rewritten(b'D');
+            }
+            (_, Some(s)) => {
+                t.client.remove(target.name);
+                self.spare(b'C', b'3', Undo::Rebind(target.name.into(), s), t);
+            }
+            // The broker's statements are not the client's to close.
+            (b'C', None) if target.kind == b'S' && target.name.starts_with(SERVER_PREFIX) => {
+                self.spare(b'C', b'3', Undo::Nothing, t);
+            }
+            _ => self.pass(frame, t),
+        }
+        Ok(Effects::default())
     }
 
     /// What the client's names and this server's list must lose before a statement that
@@ -252,21 +272,17 @@ impl ServerConn {
         if t.client.get(parse.name).is_some() {
             // A failed block refuses the Parse before the name is looked at.
             if refused {
-                let message = "current transaction is aborted, commands ignored until end of \
-                               transaction block";
-                return self.refuse(IN_FAILED_TRANSACTION, message.to_owned(), t);
+                return self.refuse(StatementRefusal::InFailedTransaction, t);
             }
-            let message = format!("prepared statement \"{}\" already exists", parse.name);
-            return self.refuse(DUPLICATE_STATEMENT, message, t);
+            let name = parse.name.into();
+            return self.refuse(StatementRefusal::Duplicate { name }, t);
         }
         if !t.client.has_room(parse.name, parse.definition) {
-            let message = format!(
-                "pgbroker: a client may hold at most {} named prepared statements of {} MB \
-                 together; close some first",
-                ClientStatements::MAX_COUNT,
-                ClientStatements::MAX_BYTES >> 20
-            );
-            return self.refuse(TOO_MANY, message, t);
+            let refusal = StatementRefusal::TooMany {
+                count: ClientStatements::MAX_COUNT,
+                megabytes: ClientStatements::MAX_BYTES >> 20,
+            };
+            return self.refuse(refusal, t);
         }
         let s = Statement::new(parse.definition, effects);
         t.client.insert(parse.name, Arc::clone(&s));
@@ -297,12 +313,12 @@ impl ServerConn {
     /// Refuses a client Parse with an error in its place in the pipeline: a Describe of a
     /// statement that does not exist goes to the server instead, so that the server fails
     /// too and skips to the Sync, and its error is replaced by this one.
-    fn refuse(&mut self, code: &'static str, message: String, t: &mut Translation<'_>) {
+    fn refuse(&mut self, refusal: StatementRefusal, t: &mut Translation<'_>) {
         write::describe(t.to_server, b'S', NO_SUCH_STATEMENT);
         self.position.sent(b'D');
         self.pipeline.push(Entry {
             reply: Reply::Describe,
-            answer: Answer::Refused(Box::new(Refusal { code, message })),
+            answer: Answer::Refused(Box::new(refusal)),
             undo: Undo::Nothing,
         });
     }

@@ -14,23 +14,14 @@ use super::messages::{statement_error, Heard};
 use super::pipeline::{Entry, Pipeline, Reply, Route, Undo};
 use super::state::Position;
 use super::statements::{ClientStatements, ServerStatements};
-use crate::error::{FrameError, ServerError};
+use super::ServerError;
+use crate::cancel::CancelTarget;
 use crate::protocol::frame::{cstr, sqlstate, whole_frame, Passthrough, Step};
-use crate::protocol::write::{self, Severity};
+use crate::protocol::write;
+use crate::protocol::FrameError;
 
 /// Parameter name → value.
 pub type Params = BTreeMap<String, String>;
-
-/// Where to send a CancelRequest for the query running on a server connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CancelTarget {
-    /// The server's address.
-    pub addr: SocketAddr,
-    /// Backend process id.
-    pub pid: i32,
-    /// Backend secret key.
-    pub secret: i32,
-}
 
 /// A logged-in server connection.
 #[derive(Debug)]
@@ -219,11 +210,7 @@ impl ServerConn {
                         self.prelude_error = Some(statement_error("session parameters", body));
                     }
                 }
-                Route::Refused(refusal) => {
-                    let (code, text) = (refusal.code, &refusal.message);
-                    write::error_response(out, Severity::Error, code, text, None);
-                    heard(Heard::Error(code));
-                }
+                Route::Refused(refusal) => heard(Heard::Refused(refusal, out)),
                 Route::Client => {
                     out.extend_from_slice(bytes);
                     match (header.tag, param) {

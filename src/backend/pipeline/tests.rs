@@ -143,10 +143,7 @@ fn replies_to_the_brokers_messages_are_dropped_and_errors_routed() {
     b.push(Entry::client(Reply::Bind));
     b.push(Entry {
         reply: Reply::Describe,
-        answer: Answer::Refused(Box::new(Refusal {
-            code: "42P05",
-            message: "s1".into(),
-        })),
+        answer: Answer::Refused(Box::new(StatementRefusal::Duplicate { name: "s1".into() })),
         undo: Undo::Nothing,
     });
     b.push(Entry::client(Reply::Sync));
@@ -155,7 +152,7 @@ fn replies_to_the_brokers_messages_are_dropped_and_errors_routed() {
     assert!(b
         .server(b'E')
         .0
-        .starts_with("Refused(Refusal { code: \"42P05\""));
+        .starts_with("Refused(Duplicate { name: \"s1\""));
     assert_eq!(b.server(b'Z').0, "Client");
     assert!(b.server.touch(&name), "its Parse went through");
     b.push(Entry {

@@ -14,11 +14,10 @@ use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 
+use super::error::StatementRefusal;
 use super::statements::{ClientStatements, ServerStatements, Statement};
 use crate::protocol::frame::sqlstate;
-
-/// SQLSTATE of a Parse under a name that is taken (duplicate_prepared_statement).
-pub(super) const DUPLICATE_STATEMENT: &str = "42P05";
+use crate::protocol::sqlstate::DUPLICATE_PREPARED_STATEMENT;
 
 /// The reply a message sent to the server is owed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,16 +90,7 @@ pub(super) enum Answer {
     /// A client Parse the broker refuses (a name reused, too many statements): the
     /// server's error (for a Describe of a statement that does not exist, sent in its
     /// place) is replaced by this one, so the server skips to the Sync as the client expects.
-    Refused(Box<Refusal>),
-}
-
-/// The error a refused client Parse gets.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Refusal {
-    /// SQLSTATE.
-    pub(super) code: &'static str,
-    /// Message text.
-    pub(super) message: String,
+    Refused(Box<StatementRefusal>),
 }
 
 /// What to put back when the server never carries a message out.
@@ -179,7 +169,7 @@ pub(super) enum Route<'a> {
     /// An error of the broker's own message: kept for the broker.
     Broker,
     /// Replaced by this error.
-    Refused(&'a Refusal),
+    Refused(&'a StatementRefusal),
 }
 
 /// The replies owed by one server connection.
@@ -311,7 +301,7 @@ impl Pipeline {
                 self.ignoring = self.entries.is_empty();
                 // A Parse under the broker's name that found it taken proves the statement
                 // is there: keep it listed (the list heals instead of failing again).
-                if sqlstate(body) == Some(DUPLICATE_STATEMENT) {
+                if sqlstate(body) == Some(DUPLICATE_PREPARED_STATEMENT) {
                     if let Some(first) = undone.first_mut() {
                         first.undo = match std::mem::replace(&mut first.undo, Undo::Nothing) {
                             Undo::UnbindUnprepare(name, _) => Undo::Unbind(name),

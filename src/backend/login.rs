@@ -15,8 +15,9 @@ use postgres_protocol::message::frontend;
 use tokio::net::TcpStream;
 
 use super::conn::ServerConn;
+use super::{LoginError, ServerError};
 use crate::auth::Secret;
-use crate::error::{FrameError, LoginError, ServerError};
+use crate::protocol::FrameError;
 
 /// Who logs in to Postgres, and where.
 #[derive(Debug, Clone)]
