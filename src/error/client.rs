@@ -185,13 +185,47 @@ impl LoginError {
     }
 }
 
+fn fatal(code: &str, text: String) -> Option<ClientMessage> {
+    Some(ClientMessage::new(Severity::Fatal, code, text))
+}
+
 impl SessionError {
     /// What the client is told, or `None` when it is gone or must learn nothing.
     pub fn client_message(&self) -> Option<ClientMessage> {
-        let fatal =
-            |code: &str, text: String| Some(ClientMessage::new(Severity::Fatal, code, text));
         match self {
             SessionError::ClientIo(_) => None,
+            SessionError::Borrow(e) => Some(e.client_message(true)),
+            SessionError::Cap(cap) => Some(cap.client_message()),
+            SessionError::Server(_) => fatal(
+                "08006",
+                "pgbroker: lost the connection to the backend".into(),
+            ),
+            SessionError::Parameter { code, message } => fatal(
+                code,
+                format!("pgbroker: a session parameter was rejected: {message}"),
+            ),
+            SessionError::TooManyClients { max } => fatal(
+                "53300",
+                format!(
+                    "pgbroker: too many client connections (listen.max_client_connections = {max})"
+                ),
+            ),
+            SessionError::ClientIdle { .. }
+            | SessionError::IdleInTransaction { .. }
+            | SessionError::Shutdown => self.termination(),
+            SessionError::Frame(_)
+            | SessionError::StartupTimeout(_)
+            | SessionError::UnsupportedProtocol { .. }
+            | SessionError::UnsupportedParameter { .. }
+            | SessionError::NoUser
+            | SessionError::Auth { .. }
+            | SessionError::AuthMethod { .. } => self.refused_at_startup(),
+        }
+    }
+
+    /// Why a client was refused during startup and authentication.
+    fn refused_at_startup(&self) -> Option<ClientMessage> {
+        match self {
             SessionError::Frame(e) => fatal("08P01", format!("pgbroker: invalid message: {e}")),
             SessionError::StartupTimeout(after) => fatal(
                 "08P01",
@@ -214,23 +248,13 @@ impl SessionError {
                 "28P01",
                 format!("pgbroker: password authentication failed for user \"{user}\""),
             ),
-            SessionError::Borrow(e) => Some(e.client_message(true)),
-            SessionError::Server(_) => fatal(
-                "08006",
-                "pgbroker: lost the connection to the backend".into(),
-            ),
-            SessionError::Parameter { code, message } => fatal(
-                code,
-                format!("pgbroker: a session parameter was rejected: {message}"),
-            ),
-            SessionError::TooManyClients { max } => Some(ClientMessage::new(
-                Severity::Fatal,
-                "53300",
-                format!(
-                    "pgbroker: too many client connections (listen.max_client_connections = {max})"
-                ),
-            )),
-            SessionError::Cap(cap) => Some(cap.client_message()),
+            _ => None,
+        }
+    }
+
+    /// Why the broker ended a session it had accepted: the reaper or shutdown.
+    fn termination(&self) -> Option<ClientMessage> {
+        match self {
             SessionError::ClientIdle { after } => fatal(
                 "57P05",
                 format!("pgbroker: terminating connection: client idle for {after:?} (reaper.client_idle_timeout)"),
@@ -246,6 +270,7 @@ impl SessionError {
                 "57P01",
                 "pgbroker: terminating connection: shutting down".into(),
             ),
+            _ => None,
         }
     }
 }
