@@ -291,29 +291,7 @@ impl Pipeline {
         let mut skipped_queries = 0;
         match tag {
             b'E' if head.reply.extended() => {
-                let mut undone = Vec::new();
-                while let Some(entry) = self.entries.front() {
-                    if entry.reply == Reply::Sync && !undone.is_empty() {
-                        break;
-                    }
-                    undone.extend(self.pop());
-                }
-                self.ignoring = self.entries.is_empty();
-                // A Parse under the broker's name that found it taken proves the statement
-                // is there: keep it listed (the list heals instead of failing again).
-                if sqlstate(body) == Some(DUPLICATE_PREPARED_STATEMENT) {
-                    if let Some(first) = undone.first_mut() {
-                        first.undo = match std::mem::replace(&mut first.undo, Undo::Nothing) {
-                            Undo::UnbindUnprepare(name, _) => Undo::Unbind(name),
-                            Undo::Unprepare(_) => Undo::Nothing,
-                            other => other,
-                        };
-                    }
-                }
-                for entry in undone.into_iter().rev() {
-                    skipped_queries += u32::from(entry.reply == Reply::Query);
-                    entry.undo.apply(client, server);
-                }
+                skipped_queries = self.skip_after_error(body, client, server);
             }
             // COPY IN: the server reads and ignores the Syncs pipelined behind the message
             // that started it.
@@ -339,6 +317,42 @@ impl Pipeline {
         while let Some(Answer::Fake(tag)) = self.entries.front().map(|e| &e.answer) {
             fake(to_client, *tag);
             self.pop();
+        }
+        skipped_queries
+    }
+
+    /// An error in an extended batch: the server skips to the next Sync, so every entry up
+    /// to it is owed nothing more and what each did is undone. Returns how many Queries
+    /// were among them.
+    fn skip_after_error(
+        &mut self,
+        body: &[u8],
+        client: &mut ClientStatements,
+        server: &mut ServerStatements,
+    ) -> u32 {
+        let mut undone = Vec::new();
+        while let Some(entry) = self.entries.front() {
+            if entry.reply == Reply::Sync && !undone.is_empty() {
+                break;
+            }
+            undone.extend(self.pop());
+        }
+        self.ignoring = self.entries.is_empty();
+        // A Parse under the broker's name that found it taken proves the statement is
+        // there: keep it listed (the list heals instead of failing again).
+        if sqlstate(body) == Some(DUPLICATE_PREPARED_STATEMENT) {
+            if let Some(first) = undone.first_mut() {
+                first.undo = match std::mem::replace(&mut first.undo, Undo::Nothing) {
+                    Undo::UnbindUnprepare(name, _) => Undo::Unbind(name),
+                    Undo::Unprepare(_) => Undo::Nothing,
+                    other => other,
+                };
+            }
+        }
+        let mut skipped_queries = 0;
+        for entry in undone.into_iter().rev() {
+            skipped_queries += u32::from(entry.reply == Reply::Query);
+            entry.undo.apply(client, server);
         }
         skipped_queries
     }

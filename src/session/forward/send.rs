@@ -3,7 +3,7 @@
 //! transaction mode.
 
 use super::{Hold, Link, Session};
-use crate::backend::{StatementEvents, Translation};
+use crate::backend::{ServerConn, StatementEvents, Translation};
 use crate::config::PoolMode;
 use crate::error::SessionError;
 use crate::protocol::query::Effects;
@@ -69,18 +69,7 @@ impl Session<'_> {
         if *hold == Hold::Transaction || tracked {
             effects = self.params.effects(tag, frame, tracked);
         }
-        // Outside a transaction block, with nothing in flight that could open one, the SET
-        // takes (the value is one Postgres accepts):
-        // the client carries it to every server, as it carries its startup settings.
-        let carried =
-            (matches!(tag, b'Q' | b'P') && *hold == Hold::Transaction && conn.client_at_rest())
-                .then(|| ClientParams::carried_set(frame))
-                .flatten();
-        if let Some((name, value)) = carried {
-            if conn.extras_known() {
-                conn.extras.insert(name.to_owned(), value.clone());
-            }
-            self.params.extras.insert(name.to_owned(), value);
+        if *hold == Hold::Transaction && carry_set(conn, &mut self.params, tag, frame) {
             effects.pin = None;
         }
         if tracked {
@@ -105,19 +94,39 @@ impl Session<'_> {
                 conn.forget_extras();
             }
             if let Some(reason) = effects.pin {
-                let (account, function) = (&self.slot.account.name, &self.slot.function.name);
-                tracing::debug!(
-                    %account,
-                    %function,
-                    reason = reason.as_str(),
-                    "session pinned to its server connection"
-                );
-                self.shared
-                    .metrics
-                    .pinned(account, function, reason.as_str());
                 *hold = Hold::Pinned(reason);
+                self.pinned(reason.as_str());
             }
         }
         Ok(())
     }
+
+    /// Logs and counts a client pinned to its server connection.
+    fn pinned(&self, reason: &'static str) {
+        let (account, function) = (&self.slot.account.name, &self.slot.function.name);
+        tracing::debug!(
+            %account,
+            %function,
+            reason,
+            "session pinned to its server connection"
+        );
+        self.shared.metrics.pinned(account, function, reason);
+    }
+}
+
+/// A session-level SET the client carries to every server, as it carries its startup
+/// settings: taken when the frame is one, outside a transaction block, with nothing in
+/// flight that could open one (the value is one Postgres accepts). True when it was taken.
+fn carry_set(conn: &mut ServerConn, params: &mut ClientParams, tag: u8, frame: &[u8]) -> bool {
+    let carried = (matches!(tag, b'Q' | b'P') && conn.client_at_rest())
+        .then(|| ClientParams::carried_set(frame))
+        .flatten();
+    let Some((name, value)) = carried else {
+        return false;
+    };
+    if conn.extras_known() {
+        conn.extras.insert(name.to_owned(), value.clone());
+    }
+    params.extras.insert(name.to_owned(), value);
+    true
 }
