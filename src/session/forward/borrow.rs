@@ -4,12 +4,13 @@
 
 use std::time::Instant;
 
+use tokio_util::sync::CancellationToken;
+
 use super::{Hold, Link, Session};
 use crate::backend::ServerError;
 use crate::config::PoolMode;
 use crate::error::{ClientMessage, SessionError};
-use crate::limits::CapError;
-use crate::limits::{CapKind, Limits, Permits};
+use crate::limits::{CapError, CapKind, Limits, Permits};
 use crate::pool::{BorrowError, Borrowed, Pool};
 use crate::protocol::write;
 use crate::reaper::Phase;
@@ -65,11 +66,8 @@ impl Session<'_> {
         deadline: Instant,
         asked: Instant,
     ) -> Result<Option<Permits>, SessionError> {
-        let permits = tokio::select! {
-            got = Limits::acquire(&self.slot, deadline) => got,
-            () = self.shared.abort.cancelled() => return Err(SessionError::Shutdown),
-            gone = client_gone(self.io, len) => return Err(gone.into()),
-        };
+        let acquire = Limits::acquire(&self.slot, deadline);
+        let permits = watched(acquire, &self.shared.abort, self.io, len).await?;
         let e = match permits {
             Ok(permits) => return Ok(Some(permits)),
             Err(e) => e,
@@ -97,11 +95,10 @@ impl Session<'_> {
         deadline: Instant,
         asked: Instant,
     ) -> Result<Option<Borrowed>, SessionError> {
-        let got = tokio::select! {
-            got = self.pool.get_within(deadline.saturating_duration_since(Instant::now())) => got,
-            () = self.shared.abort.cancelled() => return Err(SessionError::Shutdown),
-            gone = client_gone(self.io, len) => return Err(gone.into()),
-        };
+        let get = self
+            .pool
+            .get_within(deadline.saturating_duration_since(Instant::now()));
+        let got = watched(get, &self.shared.abort, self.io, len).await?;
         let e = match got {
             Ok(conn) => return Ok(Some(conn)),
             Err(BorrowError::Closed) => return Err(SessionError::Shutdown),
@@ -190,6 +187,21 @@ impl Session<'_> {
             write::parameter_status(&mut self.io.wbuf, &name, &value);
         }
         Ok(conn)
+    }
+}
+
+/// Waits for `wait` unless the grace period ends (Shutdown) or the client vanishes first.
+/// Cancel-safe when `wait` is: the waits are dropped, leaving every queue they were in.
+async fn watched<T>(
+    wait: impl std::future::Future<Output = T>,
+    abort: &CancellationToken,
+    io: &mut ClientIo,
+    len: usize,
+) -> Result<T, SessionError> {
+    tokio::select! {
+        got = wait => Ok(got),
+        () = abort.cancelled() => Err(SessionError::Shutdown),
+        gone = client_gone(io, len) => Err(gone.into()),
     }
 }
 
