@@ -103,8 +103,11 @@ fn split_cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// Constant-time equality of two byte strings (their lengths are not secret).
+///
+/// `subtle` keeps the optimizer from turning the comparison into an early exit, which a
+/// hand-written fold does not guarantee.
 fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 #[cfg(test)]

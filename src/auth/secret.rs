@@ -154,7 +154,8 @@ fn decode_key(s: &str) -> Option<[u8; 32]> {
 
 /// [`ScramSecret::derive`] over raw bytes: Postgres passwords are byte strings.
 pub(super) fn derive_bytes(password: &[u8], salt: &[u8], iterations: u32) -> ScramSecret {
-    let salted = hi(password, salt, iterations);
+    // RFC 5802's Hi() is PBKDF2-HMAC-SHA-256 with one 32-byte output block.
+    let salted = pbkdf2::pbkdf2_hmac_array::<Sha256, 32>(password, salt, iterations);
     let client_key = hmac_sha256(&salted, &[b"Client Key"]);
     ScramSecret {
         iterations,
@@ -162,17 +163,6 @@ pub(super) fn derive_bytes(password: &[u8], salt: &[u8], iterations: u32) -> Scr
         stored_key: Sha256::digest(client_key).into(),
         server_key: hmac_sha256(&salted, &[b"Server Key"]),
     }
-}
-
-/// RFC 5802's `Hi()`: PBKDF2 with HMAC-SHA-256 and a single 32-byte output block.
-fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
-    let mut prev = hmac_sha256(password, &[salt, &1u32.to_be_bytes()]);
-    let mut out = prev;
-    for _ in 1..iterations {
-        prev = hmac_sha256(password, &[&prev]);
-        out.iter_mut().zip(prev).for_each(|(o, p)| *o ^= p);
-    }
-    out
 }
 
 /// HMAC-SHA-256 of the concatenated `parts`.

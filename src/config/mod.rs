@@ -163,7 +163,8 @@ pub enum ConfigError {
     Parse {
         /// The file, when the text came from one.
         path: Option<PathBuf>,
-        /// The dotted key on the offending line, when there is one (e.g. `pool.sise`).
+        /// The dotted key the error points into, when there is one (e.g. `pool.sise`); none for
+        /// text that is not TOML at all, where toml's message gives the line and column.
         key: Option<String>,
         /// toml's message, which carries the line, column and a snippet.
         message: String,
@@ -284,7 +285,7 @@ impl ConfigError {
     }
 }
 
-/// Wraps toml's error, adding the dotted key of the line it points at.
+/// Wraps toml's error, adding the dotted key it points into.
 fn parse_error(text: &str, err: &toml::de::Error) -> ConfigError {
     let key = err
         .span()

@@ -1,11 +1,15 @@
 //! Human units in config.toml: durations ("250ms", "30s", "5m", "1h") and byte sizes ("64MB").
 //!
 //! Each unit has a parser, a formatter, and a serde module for `#[serde(with = "…")]`.
-//! Sizes use Postgres' convention: `kB` (and `KB`) is 1024 bytes.
+//! `humantime` and `bytesize` compute the values; this module keeps config.toml's narrower
+//! spelling (a whole number and one of the units below, case-sensitive), its error texts, and
+//! a formatter that writes one exact unit. Sizes use Postgres' convention: `kB` (and `KB`) is
+//! 1024 bytes, `MB` 2^20 and `GB` 2^30.
 
 use std::fmt;
 use std::time::Duration;
 
+use bytesize::ByteSize;
 use serde::de::{self, Visitor};
 
 /// What a duration must look like; part of every duration error.
@@ -17,15 +21,24 @@ const SIZE_EXPECTED: &str =
     "a size: a whole number of bytes, optionally with a unit B, kB, KB, MB or GB (e.g. \"64MB\")";
 
 /// Milliseconds per duration unit, largest first (the formatter picks the largest exact one).
+/// humantime reads each of these spellings with the same meaning.
 const DURATION_UNITS: [(&str, u64); 4] = [("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)];
 
-/// Bytes per size unit, largest first (the formatter picks the largest exact one).
-const SIZE_UNITS: [(&str, u64); 5] = [
-    ("GB", 1 << 30),
-    ("MB", 1 << 20),
-    ("kB", 1 << 10),
-    ("KB", 1 << 10),
-    ("B", 1),
+/// Each size unit with the IEC spelling under which bytesize reads its Postgres meaning: to
+/// bytesize, "MB" is 10^6 bytes and units are case-insensitive.
+const SIZE_UNITS: [(&str, &str); 5] = [
+    ("B", "B"),
+    ("kB", "KiB"),
+    ("KB", "KiB"),
+    ("MB", "MiB"),
+    ("GB", "GiB"),
+];
+
+/// Bytes per unit the size formatter writes, largest first.
+const SIZE_FORMATS: [(&str, u64); 3] = [
+    ("GB", bytesize::GIB),
+    ("MB", bytesize::MIB),
+    ("kB", bytesize::KIB),
 ];
 
 /// Why a duration or size string was rejected.
@@ -67,21 +80,25 @@ pub enum UnitError {
 
 /// Parses a duration such as "250ms", "30s", "5m" or "1h"; a unit is required.
 pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
-    let (number, unit) = split_number(text, DURATION_EXPECTED)?;
+    let (_, unit) = split_number(text, DURATION_EXPECTED)?;
     if unit.is_empty() {
         return Err(UnitError::NoUnit {
             text: text.to_owned(),
             expected: DURATION_EXPECTED,
         });
     }
-    let per = unit_factor(text, unit, &DURATION_UNITS, DURATION_EXPECTED)?;
-    let millis = checked_product(text, number, per)?;
-    Ok(Duration::from_millis(millis))
+    known_unit(text, unit, &DURATION_UNITS, DURATION_EXPECTED)?;
+    // Config durations have always been at most u64::MAX milliseconds.
+    humantime::parse_duration(text.trim())
+        .ok()
+        .filter(|duration| u64::try_from(duration.as_millis()).is_ok())
+        .ok_or_else(|| overflow(text))
 }
 
 /// Formats a duration in the largest unit that represents it exactly ("10s", "250ms").
 ///
-/// Sub-millisecond parts are dropped: config durations are whole milliseconds.
+/// Sub-millisecond parts are dropped: config durations are whole milliseconds. Not
+/// humantime's formatter: it writes "1m 30s" where config.toml has always read "90s".
 pub fn format_duration(duration: Duration) -> String {
     let millis = duration.as_millis();
     if millis == 0 {
@@ -94,27 +111,36 @@ pub fn format_duration(duration: Duration) -> String {
 /// Parses a size such as "64MB", "1kB" or "512" (bytes).
 pub fn parse_size(text: &str) -> Result<usize, UnitError> {
     let (number, unit) = split_number(text, SIZE_EXPECTED)?;
-    let per = match unit {
-        "" => 1,
-        unit => unit_factor(text, unit, &SIZE_UNITS, SIZE_EXPECTED)?,
+    let iec = match unit {
+        "" => "B",
+        unit => known_unit(text, unit, &SIZE_UNITS, SIZE_EXPECTED)?,
     };
-    let bytes = checked_product(text, number, per)?;
-    usize::try_from(bytes).map_err(|_| UnitError::Overflow {
-        text: text.to_owned(),
-    })
+    let size: ByteSize = format!("{number} {iec}")
+        .parse()
+        .map_err(|_| overflow(text))?;
+    // bytesize saturates a product past u64 instead of failing; u64::MAX is odd, so only a
+    // plain number of bytes can really be it.
+    Some(size.as_u64())
+        .filter(|bytes| *bytes != u64::MAX || iec == "B")
+        .and_then(|bytes| usize::try_from(bytes).ok())
+        .ok_or_else(|| overflow(text))
 }
 
 /// Formats a size with the largest unit that represents it exactly ("64MB"), else `None`
 /// (the caller writes plain bytes).
 pub fn format_size(bytes: usize) -> Option<String> {
     let bytes = u128::try_from(bytes).ok().filter(|b| *b != 0)?;
-    largest_exact_unit(bytes, &SIZE_UNITS)
-        .filter(|(_, unit)| *unit != "B")
-        .map(|(n, unit)| format!("{n}{unit}"))
+    largest_exact_unit(bytes, &SIZE_FORMATS).map(|(n, unit)| format!("{n}{unit}"))
 }
 
-/// Splits leading ASCII digits from the (trimmed) rest, the unit.
-fn split_number<'a>(text: &'a str, expected: &'static str) -> Result<(u64, &'a str), UnitError> {
+/// Splits the leading ASCII digits from the (trimmed) rest, the unit.
+///
+/// The number must fit a u64: a longer one is too large whatever its unit, and the crates
+/// would not say so (bytesize rounds it through an f64).
+fn split_number<'a>(
+    text: &'a str,
+    expected: &'static str,
+) -> Result<(&'a str, &'a str), UnitError> {
     let trimmed = text.trim();
     let end = trimmed
         .find(|c: char| !c.is_ascii_digit())
@@ -126,22 +152,20 @@ fn split_number<'a>(text: &'a str, expected: &'static str) -> Result<(u64, &'a s
             expected,
         });
     }
-    let number = digits.parse().map_err(|_| UnitError::Overflow {
-        text: text.to_owned(),
-    })?;
-    Ok((number, unit.trim()))
+    digits.parse::<u64>().map_err(|_| overflow(text))?;
+    Ok((digits, unit.trim()))
 }
 
-/// Looks `unit` up in `units`.
-fn unit_factor(
+/// Looks `unit` up in `units`: what it stands for, or an error naming it.
+fn known_unit<T: Copy>(
     text: &str,
     unit: &str,
-    units: &[(&str, u64)],
+    units: &[(&str, T)],
     expected: &'static str,
-) -> Result<u64, UnitError> {
+) -> Result<T, UnitError> {
     let found = units.iter().find(|(name, _)| *name == unit);
     found
-        .map(|(_, per)| *per)
+        .map(|(_, meaning)| *meaning)
         .ok_or_else(|| UnitError::UnknownUnit {
             text: text.to_owned(),
             unit: unit.to_owned(),
@@ -149,11 +173,11 @@ fn unit_factor(
         })
 }
 
-/// `number * per`, or an overflow error naming `text`.
-fn checked_product(text: &str, number: u64, per: u64) -> Result<u64, UnitError> {
-    number.checked_mul(per).ok_or_else(|| UnitError::Overflow {
+/// The error for a value too large to hold.
+fn overflow(text: &str) -> UnitError {
+    UnitError::Overflow {
         text: text.to_owned(),
-    })
+    }
 }
 
 /// The first (largest) unit that divides `value` exactly, with the quotient.
