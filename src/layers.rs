@@ -85,15 +85,29 @@ fn reached(code: &str, rest: &str, depth: usize) -> Vec<String> {
         if code[..at].ends_with("super::") {
             continue;
         }
-        let mut after = &code[at..];
+        let mut after = &rest[at..];
         let mut climbs = 0;
         while let Some(next) = after.strip_prefix("super::") {
             (after, climbs) = (next, climbs + 1);
         }
-        if climbs >= depth {
-            names.push(ident_at(after).to_owned());
+        if climbs < depth {
+            continue;
+        }
+        match after.strip_prefix('{') {
+            Some(group) => names.extend(braced(group)),
+            None => names.push(ident_at(after).to_owned()),
         }
     }
+    // `crate` other than as a path's start (`use crate as root;`, `$crate`): unknown.
+    let bare = code.match_indices("crate").filter(|(at, _)| {
+        let before = code[..*at].chars().next_back();
+        let word_start = !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        word_start
+            && !code[at + "crate".len()..].starts_with("::")
+            && !code[at + "crate".len()..]
+                .starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+    });
+    names.extend(bare.map(|_| "crate".to_owned()));
     names
 }
 
@@ -115,6 +129,13 @@ fn braced(group: &str) -> Vec<String> {
         }
     }
     names
+}
+
+/// Whether a line opens an inline module (`mod tests {`).
+fn inline_module(code: &str) -> bool {
+    let code = code.trim_start();
+    let code = code.strip_prefix("pub ").unwrap_or(code);
+    code.starts_with("mod ") && code.trim_end().ends_with('{')
 }
 
 /// The code of a line: nothing of a comment line, the part before a trailing comment.
@@ -145,19 +166,24 @@ fn layers_run_one_way() {
         };
         let text = fs::read_to_string(&file).unwrap();
         let lines: Vec<&str> = text.lines().collect();
+        let mut depth = depth;
         for (n, line) in lines.iter().enumerate() {
             let code = code_of(line);
             let rest = lines[n..].join("\n");
+            let at = format!("src/{}:{}", relative.display(), n + 1);
             for name in reached(code, &rest, depth) {
                 let target = aliases.get(&name).cloned().unwrap_or(name);
                 match rank.get(target.as_str()) {
                     Some(&r) if r > own => wrong.push(format!(
-                        "src/{}:{}: `{module}` uses `{target}`, which lib.rs lists after it",
-                        relative.display(),
-                        n + 1
+                        "{at}: `{module}` uses `{target}`, which lib.rs lists after it"
                     )),
-                    _ => {}
+                    Some(_) => {}
+                    None => wrong.push(format!("{at}: a crate path the check cannot follow")),
                 }
+            }
+            // An inline module (by custom the tests, at the end) is a level deeper.
+            if inline_module(code) {
+                depth += 1;
             }
         }
     }
@@ -201,15 +227,22 @@ fn the_map_the_modules_and_the_files_agree() {
 
 #[test]
 fn the_check_sees_what_it_should() {
-    assert_eq!(
-        reached("use crate::pool::Pool;", "use crate::pool::Pool;", 1),
-        ["pool"]
-    );
+    let line = |code: &str, depth| reached(code, code, depth);
+    assert_eq!(line("use crate::pool::Pool;", 1), ["pool"]);
     let group = "use crate::{\n    backend::Params,\n    limits::{Cap, Limits},\n};";
     assert_eq!(reached("use crate::{", group, 1), ["backend", "limits"]);
-    assert_eq!(reached("use super::super::error::X;", "", 2), ["error"]);
-    assert!(reached("use super::conn::X;", "", 2).is_empty());
+    assert_eq!(line("use super::super::error::X;", 2), ["error"]);
+    assert_eq!(
+        line("use super::{session::X, pool};", 1),
+        ["session", "pool"]
+    );
+    assert!(line("use super::conn::X;", 2).is_empty());
+    // What cannot be followed is reported as a name no module has.
+    assert_eq!(line("use crate::*;", 1), [""]);
+    assert_eq!(line("use crate as root;", 1), ["crate"]);
+    assert!(line(code_of("let increate = 1; // crate"), 1).is_empty());
     assert!(reached(code_of("    /// see [`crate::error`]"), "", 1).is_empty());
+    assert!(inline_module("mod tests {") && !inline_module("mod tests;"));
     assert_eq!(module_of(Path::new("pool/gate.rs")), ("pool".into(), 2));
     assert_eq!(module_of(Path::new("pool/mod.rs")), ("pool".into(), 1));
 }

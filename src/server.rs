@@ -248,7 +248,7 @@ async fn refuse(mut stream: TcpStream, shared: Arc<Shared>) {
     let mut buf = BytesMut::new();
     let max = shared.config.listen.max_client_connections;
     if let Some(m) = (SessionError::TooManyClients { max }).client_message() {
-        shared.metrics.error(&m.code);
+        shared.metrics.error(m.code());
         m.write(&mut buf);
     }
     let _ = stream.write_all(&buf).await;

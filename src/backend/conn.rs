@@ -182,7 +182,9 @@ impl ServerConn {
     /// parameters, dropping the replies to the broker's own messages, answering the Parses
     /// the server was spared, and keeping `client`'s statement names in step with what the
     /// server carried out; `heard` hears each ParameterStatus, ErrorResponse and
-    /// ReadyForQuery passed on. Large rows stream through without being buffered whole.
+    /// ReadyForQuery passed on, and must write the error of each [`Heard::Refused`] Parse
+    /// into the bytes it is given (in the place of the server's error, which is dropped).
+    /// Large rows stream through without being buffered whole.
     pub fn forward_into(
         &mut self,
         out: &mut BytesMut,

@@ -1,6 +1,6 @@
 //! One server connection: the TCP socket and its login ([`login`]), the protocol position
 //! and parameters kept while the broker forwards through it ([`conn`], [`state`]), the
-//! replies it owes and who reads each ([`pipeline`]), the translation of clients' named
+//! replies it owes and who reads each (`pipeline`), the translation of clients' named
 //! statements onto it with a bounded LRU ([`statements`], `prepare`), and the cleanup
 //! that makes it fit to go back to a pool (`settle`).
 //!

@@ -16,8 +16,8 @@ use bytes::{BufMut, BytesMut};
 
 use super::error::StatementRefusal;
 use super::statements::{ClientStatements, ServerStatements, Statement};
+use crate::protocol::errcodes::DUPLICATE_PREPARED_STATEMENT;
 use crate::protocol::frame::sqlstate;
-use crate::protocol::sqlstate::DUPLICATE_PREPARED_STATEMENT;
 
 /// The reply a message sent to the server is owed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use bytes::{Buf, BytesMut};
 use super::conn::{Params, ServerConn};
 use super::pipeline::{Entry, Reply, Undo};
 use super::ServerError;
-use crate::protocol::{sqlstate, write};
+use crate::protocol::{errcodes, write};
 
 impl ServerConn {
     /// Skips the rest of a frame that was being passed through to a client that left.
@@ -74,7 +74,7 @@ impl ServerConn {
         self.send(&out).await?;
         match self.drain("abandoned query").await {
             // The cancel was consumed by the query it was meant for.
-            Err(ServerError::Statement { code, .. }) if code == sqlstate::QUERY_CANCELED => Ok(()),
+            Err(ServerError::Statement { code, .. }) if code == errcodes::QUERY_CANCELED => Ok(()),
             // A cancel that found nothing to cancel may still hit the next query: close.
             Ok(()) | Err(ServerError::Statement { .. }) if cancelled => Err(ServerError::Closed),
             Ok(()) | Err(ServerError::Statement { .. }) => Ok(()),

@@ -1,5 +1,7 @@
 //! The one place that maps an error to what a client sees: SQLSTATE, severity, the words
-//! (always starting with `pgbroker:`) and a hint where one helps.
+//! (starting with `pgbroker:`, but for the Parse refusals the broker gives in the server's
+//! place, which carry Postgres's own code and words) and a hint where one helps. Only this
+//! file builds a [`ClientMessage`]; its tests hold every other file in src/ to that.
 
 use bytes::BytesMut;
 
@@ -7,26 +9,28 @@ use super::SessionError;
 use crate::backend::{LoginError, StatementRefusal};
 use crate::limits::CapError;
 use crate::pool::BorrowError;
+use crate::protocol::errcodes::CANNOT_CONNECT_NOW;
 use crate::protocol::write::{self, Severity};
 
-/// Every SQLSTATE the broker itself chooses (the metrics keep a label for each of them,
-/// however many codes the server raises).
+/// Every SQLSTATE the broker itself chooses, its own and those it answers with in Postgres's
+/// place (the metrics keep a label for each of them, however many codes the server raises).
 pub const BROKER_SQLSTATES: &[&str] = &[
     "08001", "08006", "08P01", "0A000", "25P02", "25P03", "28000", "28P01", "3D000", "42P05",
     "53300", "54000", "57P01", "57P03", "57P05",
 ];
 
 /// What a client is told about an error: the allowlist of words that leave the broker.
+/// Built only here (its fields are private), so no other module can pick a code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientMessage {
     /// ERROR keeps the session; FATAL ends it.
-    pub severity: Severity,
+    severity: Severity,
     /// SQLSTATE.
-    pub code: String,
-    /// Text, starting with `pgbroker:`.
-    pub text: String,
+    code: String,
+    /// The words.
+    text: String,
     /// An optional hint.
-    pub hint: Option<&'static str>,
+    hint: Option<&'static str>,
 }
 
 impl ClientMessage {
@@ -42,6 +46,21 @@ impl ClientMessage {
     fn hint(mut self, hint: &'static str) -> Self {
         self.hint = Some(hint);
         self
+    }
+
+    /// ERROR keeps the session; FATAL ends it.
+    pub fn severity(&self) -> Severity {
+        self.severity
+    }
+
+    /// The SQLSTATE.
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    /// The words.
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     /// Appends it to `buf` as an ErrorResponse.
@@ -78,7 +97,7 @@ impl BorrowError {
                 code,
                 format!(
                     "pgbroker: Postgres refused {times} logins ({}) over {:.1}s",
-                    if code == "57P03" { "starting up" } else { "too many connections" },
+                    if code == CANNOT_CONNECT_NOW { "starting up" } else { "too many connections" },
                     waited.as_secs_f64()
                 ),
             )
@@ -284,7 +303,7 @@ mod tests {
             for quoted in line.split('"').skip(1).step_by(2) {
                 let sqlstate = quoted.len() == 5
                     && (quoted.bytes()).all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
-                    && quoted.bytes().next().is_some_and(|b| b.is_ascii_digit());
+                    && quoted.bytes().any(|b| b.is_ascii_digit());
                 if sqlstate {
                     found.push((n + 1, quoted));
                 }
@@ -298,7 +317,7 @@ mod tests {
         let source = include_str!("client.rs");
         let listed = source.split("pub const BROKER_SQLSTATES").nth(1).unwrap();
         let (list, _) = listed.split_once("];").unwrap();
-        let code = source.split("#[cfg(test)]").next().unwrap();
+        let code = before_tests(source);
         for (line, code) in sqlstates(code) {
             let quoted = format!("\"{code}\"");
             assert!(
@@ -308,20 +327,21 @@ mod tests {
         }
     }
 
-    /// Outside this file, only `protocol/sqlstate.rs` names SQLSTATEs (the ones read from
+    /// Outside this file, only `protocol/errcodes.rs` names SQLSTATEs (the ones read from
     /// Postgres), and only this file writes an ErrorResponse; tests may spell any.
     #[test]
     fn no_code_is_chosen_anywhere_else() {
         let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         let mut stray = Vec::new();
         for (path, text) in sources(&src) {
-            let name = path.strip_prefix(&src).unwrap().display().to_string();
-            let is_test = path.iter().any(|p| p == "tests" || p == "tests.rs");
-            let allowed = ["error/client.rs", "protocol/sqlstate.rs", "layers.rs"];
+            let relative = path.strip_prefix(&src).unwrap();
+            let name = relative.display().to_string();
+            let is_test = relative.iter().any(|p| p == "tests" || p == "tests.rs");
+            let allowed = ["error/client.rs", "protocol/errcodes.rs", "layers.rs"];
             if is_test || allowed.contains(&name.as_str()) {
                 continue;
             }
-            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            let code = before_tests(&text);
             for (line, sqlstate) in sqlstates(code) {
                 stray.push(format!("src/{name}:{line}: SQLSTATE {sqlstate}"));
             }
@@ -337,6 +357,14 @@ mod tests {
             "errors chosen outside error/client.rs:\n{}",
             stray.join("\n")
         );
+    }
+
+    /// The text before a file's inline test module (`mod tests {`, at the end by custom).
+    fn before_tests(text: &str) -> &str {
+        let at = text
+            .find("\nmod tests {")
+            .or_else(|| text.find("\n    mod tests {"));
+        &text[..at.unwrap_or(text.len())]
     }
 
     fn sources(dir: &std::path::Path) -> Vec<(std::path::PathBuf, String)> {
@@ -388,6 +416,39 @@ mod tests {
             .text
             .starts_with("pgbroker: cannot connect to backend 127.0.0.1:1: "));
         assert_eq!(e.client_message(false).code, "08006");
+    }
+
+    #[test]
+    fn parse_refusals_read_as_postgres_or_name_the_bound() {
+        let cases = [
+            (
+                StatementRefusal::InFailedTransaction,
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            ),
+            (
+                StatementRefusal::Duplicate { name: "s1".into() },
+                "42P05",
+                "prepared statement \"s1\" already exists",
+            ),
+            (
+                StatementRefusal::TooMany {
+                    count: 10000,
+                    megabytes: 16,
+                },
+                "54000",
+                "pgbroker: a client may hold at most 10000 named prepared statements of 16 MB \
+                 together; close some first",
+            ),
+        ];
+        for (refusal, code, text) in cases {
+            let m = refusal.client_message();
+            assert_eq!(
+                (m.severity(), m.code(), m.text()),
+                (Severity::Error, code, text)
+            );
+            assert_eq!(m.hint, None);
+        }
     }
 
     #[test]

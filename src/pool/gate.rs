@@ -10,7 +10,7 @@ use rand::RngExt;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::backend::LoginError;
-use crate::protocol::sqlstate::{CANNOT_CONNECT_NOW, TOO_MANY_CONNECTIONS};
+use crate::protocol::errcodes::{CANNOT_CONNECT_NOW, TOO_MANY_CONNECTIONS};
 
 /// The gate every server login passes.
 #[derive(Debug)]

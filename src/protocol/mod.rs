@@ -4,10 +4,10 @@
 //! Follows <https://www.postgresql.org/docs/current/protocol-message-formats.html>.
 //! Nothing here does I/O or knows about sessions or pools.
 
+pub mod errcodes;
 mod error;
 pub mod frame;
 pub mod query;
-pub mod sqlstate;
 pub mod startup;
 pub mod statement;
 pub mod write;

@@ -68,7 +68,7 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
     let outcome = run(&mut io, &shared, &mut summary).await;
     if let Err(error) = &outcome {
         if let Some(message) = error.client_message() {
-            shared.metrics.error(&message.code);
+            shared.metrics.error(message.code());
             message.write(&mut io.wbuf);
         }
     }

@@ -139,7 +139,7 @@ impl Session<'_> {
     /// Reports a statement-level error the way Postgres would: at once, then ReadyForQuery
     /// for a simple Query (or a lone Sync), or after skipping to the next Sync otherwise.
     fn fail_statement(&mut self, tag: u8, message: &ClientMessage) {
-        self.shared.metrics.error(&message.code);
+        self.shared.metrics.error(message.code());
         message.write(&mut self.io.wbuf);
         match tag {
             b'Q' | b'F' | b'S' => write::ready_for_query(&mut self.io.wbuf, b'I'),

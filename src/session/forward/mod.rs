@@ -10,8 +10,7 @@ use tokio::io::AsyncWriteExt;
 use super::params::ClientParams;
 use super::startup::ClientIo;
 use super::{Greeted, Shared};
-use crate::backend::ServerError;
-use crate::backend::{ClientStatements, Heard};
+use crate::backend::{ClientStatements, Heard, ServerError};
 use crate::cancel::CancelKey;
 use crate::error::SessionError;
 use crate::limits::{ClientSlot, Permits};
@@ -357,7 +356,7 @@ impl<'a> Session<'a> {
                 Heard::Ready { .. } => {}
                 Heard::Refused(refusal, out) => {
                     let message = refusal.client_message();
-                    metrics.error(&message.code);
+                    metrics.error(message.code());
                     message.write(out);
                 }
             },

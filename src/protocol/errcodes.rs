@@ -1,7 +1,7 @@
 //! Names of the SQLSTATEs the broker recognises in what Postgres sends it. These are only
-//! compared against; every code the broker itself chooses for a client is picked in
-//! [`crate::error::client`], the one place that does, and no other file spells a SQLSTATE
-//! (a test in `error::client` holds both to it).
+//! compared against: every code the broker itself chooses for a client is picked in
+//! [`crate::error::client`], the only module that can build a client's error message, and
+//! no other file spells a SQLSTATE or writes an ErrorResponse (a test there checks src/).
 //!
 //! <https://www.postgresql.org/docs/current/errcodes-appendix.html>
 
