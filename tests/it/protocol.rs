@@ -8,8 +8,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::types::Type;
 use tokio_postgres::NoTls;
 
-use crate::common::{eventually, scalar, sqlstate, Harness};
-use crate::raw::{raw_login, read_reply, send_startup};
+use pgbroker::config::AuthMethod;
+
+use crate::common::{eventually, running, scalar, sqlstate, until_running, Harness};
+use crate::raw::{
+    query, raw_login, raw_login_with_key, read_message, read_reply, send_startup, token,
+};
 
 #[tokio::test]
 async fn extended_protocol_pipeline() {
@@ -113,20 +117,92 @@ async fn cancel_reaches_the_running_query() {
     );
 }
 
-#[tokio::test]
-async fn forged_cancel_keys_are_dropped() {
-    let h = Harness::start(|_| {}).await;
-    let client = h.connect().await;
+/// A query through a raw session that runs until the test releases advisory lock 7: it is
+/// surely still running whenever a cancel request arrives, with no timing involved.
+const BLOCKED: &str = "SELECT 'survived', pg_advisory_xact_lock(7)";
+
+/// Sends a CancelRequest for (pid, secret) on a connection of its own; returns what the
+/// broker answered before closing it. The broker closes it only once a cancel it forwards
+/// has been taken by Postgres, so any signal it sent has been sent when this returns.
+async fn cancel_request(h: &Harness, pid: i32, secret: i32) -> Vec<u8> {
     let mut raw = tokio::net::TcpStream::connect(h.addr).await.unwrap();
     let mut packet = Vec::new();
-    for word in [16i32, 80_877_102, 12345, 678] {
+    for word in [16, 80_877_102, pid, secret] {
         packet.extend_from_slice(&word.to_be_bytes());
     }
     raw.write_all(&packet).await.unwrap();
-    let mut buf = Vec::new();
-    raw.read_to_end(&mut buf).await.unwrap();
-    assert!(buf.is_empty(), "a cancel request gets no answer");
-    assert_eq!(scalar(&client, "SELECT 1").await, "1");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut answer))
+        .await
+        .expect("the broker closes a cancel request's connection")
+        .unwrap();
+    answer
+}
+
+/// The reply to one simple query, message by message (see [`token`]), up to ReadyForQuery.
+async fn transcript(raw: &mut tokio::net::TcpStream) -> Vec<String> {
+    let read = async {
+        let mut seen = Vec::new();
+        loop {
+            let (tag, body) = read_message(raw).await;
+            seen.extend(token(tag, &body, false));
+            if tag == b'Z' {
+                return seen;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("a reply")
+}
+
+/// Sends [`BLOCKED`] while `direct` holds its lock, and waits until Postgres runs it.
+async fn block(raw: &mut tokio::net::TcpStream, direct: &tokio_postgres::Client) {
+    direct
+        .batch_execute("SELECT pg_advisory_lock(7)")
+        .await
+        .unwrap();
+    raw.write_all(&query(BLOCKED)).await.unwrap();
+    until_running(direct, BLOCKED).await;
+}
+
+/// Forged keys (the client's pid with a wrong secret, its secret under another pid, a
+/// made-up pair) reach no query: a query running through the broker at that moment lives
+/// on and returns its row. The same query is then cancelled with the genuine key (57014),
+/// so the forgeries took a path that does cancel when the key is right.
+#[tokio::test]
+async fn forged_cancel_keys_are_dropped() {
+    let h = Harness::start(|c| c.users[0].auth_method = Some(AuthMethod::Password)).await;
+    let direct = h.direct().await;
+    let (mut raw, (pid, secret)) = raw_login_with_key(&h).await;
+    block(&mut raw, &direct).await;
+    for (pid, secret) in [
+        (pid, secret.wrapping_add(1)),
+        (pid, !secret),
+        (pid ^ 1, secret),
+        (12345, 678),
+    ] {
+        let answer = cancel_request(&h, pid, secret).await;
+        assert!(answer.is_empty(), "a cancel request gets no answer");
+    }
+    // A forwarded forgery would have interrupted the lock wait by now (57014).
+    assert!(running(&direct, BLOCKED).await, "forged cancels reached it");
+    direct
+        .batch_execute("SELECT pg_advisory_unlock(7)")
+        .await
+        .unwrap();
+    let survived = ["T", "D:survived", "C[SELECT 1]", "Z"];
+    assert_eq!(transcript(&mut raw).await, survived);
+    // The positive control: the genuine key cancels the same query.
+    block(&mut raw, &direct).await;
+    assert!(cancel_request(&h, pid, secret).await.is_empty());
+    assert_eq!(transcript(&mut raw).await, ["T", "E:57014", "Z"]);
+    direct
+        .batch_execute("SELECT pg_advisory_unlock(7)")
+        .await
+        .unwrap();
+    raw.write_all(&query("SELECT 1")).await.unwrap();
+    assert_eq!(transcript(&mut raw).await, ["T", "D:1", "C[SELECT 1]", "Z"]);
 }
 
 /// Hostile startup packets end their own connection with 08P01 (or 0A000 for a protocol
