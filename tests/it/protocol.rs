@@ -45,6 +45,7 @@ async fn extended_protocol_pipeline() {
 #[tokio::test]
 async fn error_inside_a_transaction_keeps_the_server_until_rollback() {
     let h = Harness::start(|c| c.pool.size = 2).await;
+    let direct = h.direct().await;
     let a = h.connect().await;
     let b = h.connect().await;
     a.simple_query("BEGIN").await.unwrap();
@@ -52,16 +53,31 @@ async fn error_inside_a_transaction_keeps_the_server_until_rollback() {
     let err = a.simple_query("SELECT 1/0").await.unwrap_err();
     assert_eq!(sqlstate(&err), "22012");
     // Another client works meanwhile, on the other server.
-    assert_eq!(scalar(&b, "SELECT 7").await, "7");
+    assert_ne!(
+        scalar(&b, "SELECT pg_backend_pid()").await,
+        pid,
+        "b is not lent a's server"
+    );
     let err = a.simple_query("SELECT 1").await.unwrap_err();
     assert_eq!(
         sqlstate(&err),
         "25P02",
         "still in the failed transaction on the same server"
     );
+    // The backend a began on still holds a's aborted transaction: the broker kept it.
+    let state = format!("SELECT state FROM pg_stat_activity WHERE pid = {pid}");
+    let kept = eventually(Duration::from_secs(5), || async {
+        scalar(&direct, &state).await == "idle in transaction (aborted)"
+    })
+    .await;
+    assert!(kept, "backend {pid} is idle in a's aborted transaction");
     a.simple_query("ROLLBACK").await.unwrap();
     assert_eq!(scalar(&a, "SELECT 1").await, "1");
-    assert!(!pid.is_empty());
+    let ended = eventually(Duration::from_secs(5), || async {
+        scalar(&direct, &state).await == "idle"
+    })
+    .await;
+    assert!(ended, "the ROLLBACK ended the transaction on backend {pid}");
 }
 
 #[tokio::test]
