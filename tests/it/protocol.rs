@@ -114,11 +114,12 @@ async fn cancel_reaches_the_running_query() {
     let h = Harness::start(|c| c.pool.size = 2).await;
     let client = h.connect().await;
     let token = client.cancel_token();
+    // A query that runs until cancelled.
     let sleeper = tokio::spawn(async move {
         let result = client.simple_query("SELECT pg_sleep(30)").await;
         (result.map(|_| ()), client)
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    until_running(&h.direct().await, "SELECT pg_sleep(30)").await;
     let started = std::time::Instant::now();
     token.cancel_query(NoTls).await.unwrap();
     let (result, client) = tokio::time::timeout(Duration::from_secs(10), sleeper)
