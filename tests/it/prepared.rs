@@ -330,6 +330,8 @@ async fn tokio_postgres_clients_share_one_server_without_pinning() {
                     .unwrap()
                     .get(0);
                 sum.fetch_add(n, Ordering::Relaxed);
+                // A deliberate pause between rounds: the four sessions interleave on the one
+                // server and last far longer than the borrow timeout.
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }));
@@ -426,6 +428,7 @@ async fn pgbench_prepared_mode_through_a_small_pool() {
                     .await
                     .unwrap();
                 peak.fetch_max(row.get(0), Ordering::Relaxed);
+                // A deliberate sampling pace while pgbench runs.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
