@@ -81,46 +81,11 @@ struct Bench {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let duration =
-        Duration::from_secs_f64(args.duration.unwrap_or(if args.quick { 2.0 } else { 10.0 }));
-    let options = ClusterOptions {
-        max_connections: MAX_CONNECTIONS,
-        ..ClusterOptions::default()
-    };
-    let cluster = Cluster::start_with_app(options).await?;
-    let superuser = Arc::new(cluster.superuser("app").await?);
-    let postmaster = cluster
-        .postmaster_pid()
-        .ok_or_else(|| anyhow::anyhow!("no postmaster.pid"))?;
-    seed(&cluster).await?;
-    let bench = Bench {
-        args,
-        duration,
-        superuser,
-        postmaster,
-    };
+    let (cluster, bench) = Bench::set_up(Args::parse()).await?;
     let scenarios = bench.scenarios()?;
-    let mut modes = vec!["unpooled", "pooled"];
-    match targets::find_on_path("pgbouncer") {
-        Some(_) => modes.push("pgbouncer"),
-        None => println!("(pgbouncer not on PATH: its column is left out)"),
-    }
+    let modes = modes();
     let started = Instant::now();
-    let mut rows = Vec::new();
-    for &scenario in &scenarios {
-        for &mode in &modes {
-            // A fresh middle for every run: no idle pool of another mode holds server
-            // connections, and memory is measured from a clean start.
-            let (pool, threads) = (bench.args.pool_size, bench.args.broker_threads);
-            let target = targets::start(mode, &cluster, pool, threads).await?;
-            let row = bench.run(scenario, &target).await?;
-            drop(target);
-            bench.drained(targets::role(mode)).await;
-            report::print(std::slice::from_ref(&row));
-            rows.push(row);
-        }
-    }
+    let rows = bench.run_all(&cluster, &scenarios, &modes).await?;
     println!(
         "\n{} runs in {:.0}s",
         rows.len(),
@@ -128,29 +93,98 @@ async fn main() -> anyhow::Result<()> {
     );
     println!();
     report::print(&rows);
-    let dir = output_dir();
-    std::fs::create_dir_all(&dir)?;
-    let about = serde_json::json!({
-        "date": chrono_free_date(),
-        "quick": bench.args.quick,
-        "clients": bench.args.clients,
-        "duration_s": bench.duration.as_secs_f64(),
-        "pool_size": bench.args.pool_size,
-        "broker_threads": bench.args.broker_threads,
-        "max_connections": MAX_CONNECTIONS,
-        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-    });
-    report::write_json(&dir.join("serverless.json"), &rows, &about)?;
-    report::write_svg(&dir.join("serverless.svg"), &rows)?;
-    println!(
-        "written: {0}/serverless.json, {0}/serverless.svg",
-        dir.display()
-    );
+    bench.write_reports(&rows)?;
     check(&rows, &scenarios, &modes, bench.fleet_size())
 }
 
+/// unpooled and pooled, and pgbouncer when it is on PATH.
+fn modes() -> Vec<&'static str> {
+    let mut modes = vec!["unpooled", "pooled"];
+    match targets::find_on_path("pgbouncer") {
+        Some(_) => modes.push("pgbouncer"),
+        None => println!("(pgbouncer not on PATH: its column is left out)"),
+    }
+    modes
+}
+
+/// A fleet of idle clients held open, and the bytes the middle grew by to hold them (when
+/// its process is known).
+struct Frozen {
+    held: Vec<tokio_postgres::Client>,
+    bytes: Option<f64>,
+}
+
 impl Bench {
-    /// Runs one scenario against one target, with the samplers around it.
+    /// Starts the cluster (max_connections = [`MAX_CONNECTIONS`]) and seeds it.
+    async fn set_up(args: Args) -> anyhow::Result<(Cluster, Bench)> {
+        let duration =
+            Duration::from_secs_f64(args.duration.unwrap_or(if args.quick { 2.0 } else { 10.0 }));
+        let options = ClusterOptions {
+            max_connections: MAX_CONNECTIONS,
+            ..ClusterOptions::default()
+        };
+        let cluster = Cluster::start_with_app(options).await?;
+        let superuser = Arc::new(cluster.superuser("app").await?);
+        let postmaster = cluster
+            .postmaster_pid()
+            .ok_or_else(|| anyhow::anyhow!("no postmaster.pid"))?;
+        seed(&cluster).await?;
+        let bench = Bench {
+            args,
+            duration,
+            superuser,
+            postmaster,
+        };
+        Ok((cluster, bench))
+    }
+
+    /// Every scenario in every mode, each against a middle of its own.
+    async fn run_all(
+        &self,
+        cluster: &Cluster,
+        scenarios: &[&'static str],
+        modes: &[&'static str],
+    ) -> anyhow::Result<Vec<Row>> {
+        let mut rows = Vec::new();
+        for &scenario in scenarios {
+            for &mode in modes {
+                // A fresh middle for every run: no idle pool of another mode holds server
+                // connections, and memory is measured from a clean start.
+                let (pool, threads) = (self.args.pool_size, self.args.broker_threads);
+                let target = targets::start(mode, cluster, pool, threads).await?;
+                let row = self.run(scenario, &target).await?;
+                drop(target);
+                self.drained(targets::role(mode)).await;
+                report::print(std::slice::from_ref(&row));
+                rows.push(row);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Writes the rows and what the run was (date, options, machine) as JSON and SVG.
+    fn write_reports(&self, rows: &[Row]) -> anyhow::Result<()> {
+        let dir = output_dir();
+        std::fs::create_dir_all(&dir)?;
+        let about = serde_json::json!({
+            "date": chrono_free_date(),
+            "quick": self.args.quick,
+            "clients": self.args.clients,
+            "duration_s": self.duration.as_secs_f64(),
+            "pool_size": self.args.pool_size,
+            "broker_threads": self.args.broker_threads,
+            "max_connections": MAX_CONNECTIONS,
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        });
+        report::write_json(&dir.join("serverless.json"), rows, &about)?;
+        report::write_svg(&dir.join("serverless.svg"), rows)?;
+        println!(
+            "written: {0}/serverless.json, {0}/serverless.svg",
+            dir.display()
+        );
+        Ok(())
+    }
+
     /// The requested scenarios, checked before anything runs.
     fn scenarios(&self) -> anyhow::Result<Vec<&'static str>> {
         let known = ["cold", "burst", "warm", "warm_prepared", "frozen"];
@@ -180,29 +214,51 @@ impl Bench {
         println!("({role} still has backends after 10s)");
     }
 
+    /// Runs one scenario against one target: the frozen fleet first when the scenario
+    /// holds one, then the measured workload.
     async fn run(&self, name: &'static str, target: &Target) -> anyhow::Result<Row> {
-        let mut fleet = Vec::new();
-        let mut per_idle = None;
-        if name == "frozen" {
-            let size = self.fleet_size();
-            let before = target.pid().map(probe::rss_bytes);
-            let (held, opened) = fleet::freeze(target, size).await;
-            // Idle clients give their buffers back after a reaper sweep (1s) of silence.
-            tokio::time::sleep(Duration::from_millis(3000)).await;
-            let after = target.pid().map(probe::rss_bytes);
-            per_idle = before
-                .zip(after)
-                .map(|(b, a)| (a.saturating_sub(b) as f64, held.len()));
-            if !opened.errors.is_empty() {
-                println!(
-                    "frozen/{}: {} of {size} idle clients connected; refused: {:?}",
-                    target.mode,
-                    held.len(),
-                    opened.errors
-                );
-            }
-            fleet = held;
+        let frozen = if name == "frozen" {
+            Some(self.freeze(target).await)
+        } else {
+            None
+        };
+        let mut row = self.measure(name, target).await?;
+        if let Some(frozen) = &frozen {
+            let held = frozen.held.len();
+            row.idle_clients = Some(held);
+            row.bytes_per_idle_client = (frozen.bytes)
+                .filter(|_| held > 0)
+                .map(|bytes| bytes / held as f64);
         }
+        // The fleet is closed here. Let the middle and Postgres settle before the next run.
+        drop(frozen);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(row)
+    }
+
+    /// Opens the frozen fleet and measures what its idle clients cost the middle.
+    async fn freeze(&self, target: &Target) -> Frozen {
+        let size = self.fleet_size();
+        let before = target.pid().map(probe::rss_bytes);
+        let (held, opened) = fleet::freeze(target, size).await;
+        // Idle clients give their buffers back after a reaper sweep (1s) of silence.
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        let after = target.pid().map(probe::rss_bytes);
+        let bytes = before.zip(after).map(|(b, a)| a.saturating_sub(b) as f64);
+        if !opened.errors.is_empty() {
+            println!(
+                "frozen/{}: {} of {size} idle clients connected; refused: {:?}",
+                target.mode,
+                held.len(),
+                opened.errors
+            );
+        }
+        Frozen { held, bytes }
+    }
+
+    /// Runs the scenario's workload with the peak samplers on, and the CPU the middle and
+    /// Postgres spent over it.
+    async fn measure(&self, name: &'static str, target: &Target) -> anyhow::Result<Row> {
         let sampler = Sampler::start(Arc::clone(&self.superuser), target.user, target.pid());
         let (mid0, pg0) = (
             target.pid().and_then(probe::cpu_seconds),
@@ -232,15 +288,6 @@ impl Bench {
         let server = row.postgres_cpu_seconds + middle.unwrap_or(0.0);
         row.server_cpu_ms_per_invocation = per_invocation(server, done);
         row.middle_cpu_ms_per_invocation = middle.and_then(|m| per_invocation(m, done));
-        if let Some((bytes, held)) = per_idle {
-            row.idle_clients = Some(held);
-            row.bytes_per_idle_client = (held > 0).then(|| bytes / held as f64);
-        } else if name == "frozen" {
-            row.idle_clients = Some(fleet.len());
-        }
-        drop(fleet);
-        // Let the middle and Postgres settle before the next run.
-        tokio::time::sleep(Duration::from_millis(300)).await;
         Ok(row)
     }
 

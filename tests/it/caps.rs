@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use pgbroker::config::{Account, Function, UnknownFunctions};
 use tokio_postgres::NoTls;
 
-use crate::common::{scalar, sqlstate, Harness};
+use crate::common::{eventually, scalar, sqlstate, until_running, Harness};
 
 fn acme(c: &mut pgbroker::Config, account_cap: usize, functions: &[(&str, usize)]) {
     c.users[0].account = Some("acme".into());
@@ -62,6 +62,8 @@ async fn function_and_account_caps_hold_under_load() {
         tasks.push(tokio::spawn(async move {
             let client = h.connect_as("app", "app", function).await.unwrap();
             for _ in 0..4 {
+                // pg_sleep: each transaction lasts long enough to overlap the others, so
+                // the caps, not luck, bound how many run at once.
                 let sql = format!(
                     "BEGIN; INSERT INTO starts VALUES ('{function}', txid_current(), clock_timestamp()); \
                      SELECT pg_sleep(0.05); INSERT INTO ends VALUES (txid_current(), clock_timestamp()); COMMIT"
@@ -190,9 +192,10 @@ async fn every_release_path_gives_the_slot_back() {
     c.batch_execute("ROLLBACK").await.unwrap();
     check("error and rollback").await;
     let token = c.cancel_token();
+    // A query that runs until cancelled.
     let sleeper =
         tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_running(&h.direct().await, "SELECT pg_sleep(30)").await;
     token.cancel_query(NoTls).await.unwrap();
     assert!(sleeper.await.unwrap().is_err());
     check("cancel").await;
@@ -205,7 +208,11 @@ async fn every_release_path_gives_the_slot_back() {
     check("client killed mid-transaction").await;
     let frozen = h.connect_as("app", "app", "one").await.unwrap();
     frozen.batch_execute("BEGIN").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    let reaped = eventually(Duration::from_secs(5), || async { frozen.is_closed() }).await;
+    assert!(
+        reaped,
+        "the reaper ended the session idle in its transaction"
+    );
     check("idle in transaction reaped").await;
     let pinned = h.connect_as("app", "app", "one").await.unwrap();
     pinned.batch_execute("SET work_mem = '8MB'").await.unwrap();

@@ -1,11 +1,14 @@
 //! The pgbroker binary: `check`, `scram-secret`, a run that SIGTERM stops with exit 0, and
 //! its JSON logs.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{cluster, connect_url, scalar};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+use crate::common::{cluster, connect_url, eventually, scalar};
 
 const BIN: &str = env!("CARGO_BIN_EXE_pgbroker");
 
@@ -97,12 +100,16 @@ impl Running {
     /// A client through it once it listens.
     async fn connect(&self, url: &str) -> tokio_postgres::Client {
         let url = format!("host=127.0.0.1 port={} {url}", self.port);
-        loop {
-            match connect_url(&url).await {
-                Ok(client) => return client,
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
+        let client = RefCell::new(None);
+        let listening = eventually(Duration::from_secs(30), || async {
+            let attempt = connect_url(&url).await.ok();
+            let connected = attempt.is_some();
+            *client.borrow_mut() = attempt;
+            connected
+        })
+        .await;
+        assert!(listening, "the broker listens on port {}", self.port);
+        client.into_inner().expect("connected")
     }
 
     fn sigterm(&self) {
@@ -177,13 +184,11 @@ async fn json_logs_name_each_session_and_never_a_password() {
     );
     drop(client);
     assert!(connect_url(&direct("wrong")).await.is_err());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut pipe = BufReader::new(broker.child.stderr.take().unwrap());
+    // A SIGTERM before the session saw the client go would end it as a shutdown instead.
+    let mut stderr = read_until(&mut pipe, |l| session_ended(l, 2)).await;
     broker.sigterm();
-    let mut stderr = String::new();
-    let mut pipe = broker.child.stderr.take().unwrap();
-    tokio::io::AsyncReadExt::read_to_string(&mut pipe, &mut stderr)
-        .await
-        .unwrap();
+    pipe.read_to_string(&mut stderr).await.unwrap();
     broker.child.wait().await.unwrap();
     assert!(!stderr.contains(SECRET), "a password reached the logs");
     let lines: Vec<serde_json::Value> = stderr
@@ -192,8 +197,8 @@ async fn json_logs_name_each_session_and_never_a_password() {
         .collect();
     let ended = lines
         .iter()
+        .find(|l| session_ended(l, 2))
         .map(|l| &l["fields"])
-        .find(|f| f["message"] == "session ended" && f["transactions"] == 2)
         .unwrap_or_else(|| panic!("no session line: {stderr}"));
     assert_eq!(
         (&ended["account"], &ended["function"]),
@@ -209,4 +214,31 @@ async fn json_logs_name_each_session_and_never_a_password() {
                 .contains("cap reached")
     });
     assert!(cap_warning, "no warning for the client cap: {stderr}");
+}
+
+/// Whether a JSON log line is the end of a session that ran `transactions` transactions.
+fn session_ended(line: &serde_json::Value, transactions: u64) -> bool {
+    let fields = &line["fields"];
+    fields["message"] == "session ended" && fields["transactions"] == transactions
+}
+
+/// Reads JSON log lines until one satisfies `wanted` (within 10s); returns the text read.
+async fn read_until(
+    pipe: &mut BufReader<tokio::process::ChildStderr>,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> String {
+    let mut text = String::new();
+    let read = async {
+        loop {
+            let start = text.len();
+            assert!(pipe.read_line(&mut text).await.unwrap() > 0, "log ended");
+            let line = serde_json::from_str(&text[start..]).unwrap_or_default();
+            if wanted(&line) {
+                return;
+            }
+        }
+    };
+    let found = tokio::time::timeout(Duration::from_secs(10), read).await;
+    assert!(found.is_ok(), "no such log line: {text}");
+    text
 }

@@ -177,6 +177,26 @@ pub fn session_mode(config: &mut Config) {
     config.pool.mode = PoolMode::Session;
 }
 
+/// Whether a backend of `app` is running `sql` now, as Postgres shows it (a query waiting on
+/// a lock counts as running).
+pub async fn running(direct: &Client, sql: &str) -> bool {
+    let row = direct
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' AND state = 'active' AND query = $1",
+            &[&sql],
+        )
+        .await
+        .unwrap();
+    row.get::<_, i64>(0) > 0
+}
+
+/// Waits until a backend of `app` runs `sql`: a cancel or a kill meant for that query
+/// must not arrive while it is still on its way to Postgres.
+pub async fn until_running(direct: &Client, sql: &str) {
+    let started = eventually(Duration::from_secs(10), || running(direct, sql)).await;
+    assert!(started, "{sql} never ran");
+}
+
 /// Polls `check` every 100ms until it holds or `within` passes; returns whether it held.
 pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
 where

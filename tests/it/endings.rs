@@ -6,7 +6,7 @@ use std::time::Duration;
 use pgbroker::config::OnClientDisconnect;
 use tokio_postgres::{Client, NoTls};
 
-use crate::common::{config_for, scalar, sqlstate, Harness};
+use crate::common::{config_for, eventually, scalar, sqlstate, until_running, Harness};
 
 /// A client whose connection can be cut without a goodbye (no Terminate).
 async fn killable(h: &Harness) -> (Client, tokio::task::JoinHandle<()>) {
@@ -34,10 +34,11 @@ async fn killed_mid_transaction(policy: OnClientDisconnect, running_query: bool)
         .await
         .unwrap();
     if running_query {
+        // A query that runs until its client is killed.
         tokio::spawn(async move {
             let _ = victim.simple_query("SELECT pg_sleep(30)").await;
         });
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        until_running(&direct, "SELECT pg_sleep(30)").await;
     } else {
         std::mem::forget(victim);
     }
@@ -132,15 +133,19 @@ async fn graceful_shutdown() {
     busy.batch_execute("BEGIN; INSERT INTO done VALUES (1)")
         .await
         .unwrap();
+    // The transaction goes on only once the shutdown has begun and been checked.
+    let (go, shutting_down) = tokio::sync::oneshot::channel();
     let finisher = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        shutting_down.await.unwrap();
+        // pg_sleep: the transaction is still busy for a while during the drain.
         let committed = busy.batch_execute("SELECT pg_sleep(0.2); COMMIT").await;
         (committed, busy)
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
     h.shutdown.cancel();
-    // The idle session is ended with 57P01 right away.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The idle session is ended with 57P01 right away: while the drain still waits for the
+    // transaction this test holds open, well within the 10s grace period.
+    let ended = eventually(Duration::from_secs(5), || async { idle.is_closed() }).await;
+    assert!(ended, "idle session ended");
     assert!(
         idle.simple_query("SELECT 1").await.is_err(),
         "idle session ended"
@@ -148,6 +153,7 @@ async fn graceful_shutdown() {
     // New clients are turned away.
     assert!(h.connect_as("app", "app", "late").await.is_err());
     // The transaction in flight finishes and commits.
+    go.send(()).unwrap();
     let (committed, busy) = finisher.await.unwrap();
     committed.unwrap();
     assert_eq!(scalar(&direct, "SELECT count(*) FROM done").await, "1");

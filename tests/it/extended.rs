@@ -118,6 +118,7 @@ async fn terminate_lets_the_last_query_finish() {
         .await
         .unwrap();
     let mut raw = raw_login(&h).await;
+    // pg_sleep: the query still runs when the Terminate arrives and the socket closes.
     let mut batch = message(b'Q', b"SELECT pg_sleep(0.3); INSERT INTO tq VALUES (1)\0");
     batch.extend(message(b'X', &[]));
     raw.write_all(&batch).await.unwrap();
@@ -154,6 +155,7 @@ async fn an_earlier_batch_sync_does_not_release_the_server_early() {
     let mut rest = message(b'd', b"1\n");
     rest.extend(message(b'c', &[]));
     rest.extend(message(b'S', &[]));
+    // pg_sleep: a's query keeps the one server busy while b asks for it.
     rest.extend(message(b'Q', b"SELECT pg_sleep(0.5), 'a-secret'\0"));
     a.write_all(&rest).await.unwrap();
     // b asks meanwhile; it must get its own rows, after a's query is done.

@@ -95,58 +95,87 @@ fn orders_capped(c: &mut pgbroker::Config) {
     c.pool.borrow_timeout = Duration::from_millis(300);
 }
 
+const ORDERS: [(&str, &str); 2] = [("account", "default"), ("function", "orders")];
+
+/// Client connections of `orders` in `state` (active, idle, waiting).
+fn orders_clients(s: &Scrape, state: &str) -> f64 {
+    let labels = [ORDERS[0], ORDERS[1], ("state", state)];
+    s.sum("pgbroker_client_connections", &labels)
+}
+
+/// Server connections in `state` (active, idle).
+fn servers(s: &Scrape, state: &str) -> f64 {
+    s.sum("pgbroker_server_connections", &[("state", state)])
+}
+
 #[tokio::test]
 async fn counters_match_a_known_workload_and_gauges_return_to_zero() {
     let h = Harness::start(orders_capped).await;
     let metrics = h.metrics.expect("metrics endpoint on");
+    let (a, b) = orders_fills_its_caps(&h).await;
+    let during = Scrape::take(metrics).await;
+    assert_eq!(orders_clients(&during, "active"), 1.0);
+    assert_eq!(orders_clients(&during, "idle"), 1.0);
+    assert_eq!(orders_clients(&during, "waiting"), 0.0);
+    assert_eq!(servers(&during, "active"), 1.0);
+    a.batch_execute("COMMIT").await.unwrap();
+    scalar(&b, "SELECT 3").await;
+    let billing = billing_fails_once_then_works(&h).await;
+    drop((a, b, billing));
+    counters_match_the_workload(&Scrape::take(metrics).await);
+    // The clients are gone: every client gauge returns to zero, the server sits idle.
+    let settled = eventually(Duration::from_secs(5), || async {
+        let s = Scrape::take(metrics).await;
+        s.sum("pgbroker_client_connections", &[]) == 0.0
+            && servers(&s, "active") == 0.0
+            && servers(&s, "idle") == 1.0
+    })
+    .await;
+    assert!(settled, "gauges did not return to zero");
+}
+
+/// orders runs 5 queries, then A holds its only slot in a transaction: B's query waits out
+/// the borrow timeout (53300) and a third client is over its client cap (53300).
+async fn orders_fills_its_caps(h: &Harness) -> (tokio_postgres::Client, tokio_postgres::Client) {
     let a = h.connect_as("app", "app", "orders").await.unwrap();
     for _ in 0..5 {
         scalar(&a, "SELECT 1").await;
     }
     a.batch_execute("BEGIN").await.unwrap();
     scalar(&a, "SELECT 2").await;
-    // A holds orders' only slot: B waits out the borrow timeout.
     let b = h.connect_as("app", "app", "orders").await.unwrap();
     let refused = b.simple_query("SELECT 1").await.unwrap_err();
     assert_eq!(sqlstate(&refused), "53300");
     let third = h.connect_as("app", "app", "orders").await.unwrap_err();
     assert_eq!(sqlstate(&third), "53300", "orders allows two clients");
-    let during = Scrape::take(metrics).await;
-    let orders = [("account", "default"), ("function", "orders")];
-    let state = |s: &Scrape, st: &str| {
-        s.sum(
-            "pgbroker_client_connections",
-            &[orders[0], orders[1], ("state", st)],
-        )
-    };
-    assert_eq!(state(&during, "active"), 1.0);
-    assert_eq!(state(&during, "idle"), 1.0);
-    assert_eq!(state(&during, "waiting"), 0.0);
-    let server = |s: &Scrape, st: &str| s.sum("pgbroker_server_connections", &[("state", st)]);
-    assert_eq!(server(&during, "active"), 1.0);
-    a.batch_execute("COMMIT").await.unwrap();
-    scalar(&b, "SELECT 3").await;
+    (a, b)
+}
+
+/// billing runs a failing query (22012) and two good ones.
+async fn billing_fails_once_then_works(h: &Harness) -> tokio_postgres::Client {
     let billing = h.connect_as("app", "app", "billing").await.unwrap();
     let error = billing.simple_query("SELECT 1/0").await.unwrap_err();
     assert_eq!(sqlstate(&error), "22012");
     scalar(&billing, "SELECT 1").await;
     scalar(&billing, "SELECT 1").await;
-    drop((a, b, billing));
+    billing
+}
 
-    let s = Scrape::take(metrics).await;
+/// The counters after both workloads, each to the unit.
+fn counters_match_the_workload(s: &Scrape) {
     let billing = [("account", "default"), ("function", "billing")];
     // orders: 5 + BEGIN..COMMIT + B's SELECT; the refused SELECT never reached Postgres.
-    assert_eq!(s.sum("pgbroker_transactions_total", &orders), 7.0);
-    assert_eq!(s.sum("pgbroker_queries_total", &orders), 9.0);
+    assert_eq!(s.sum("pgbroker_transactions_total", &ORDERS), 7.0);
+    assert_eq!(s.sum("pgbroker_queries_total", &ORDERS), 9.0);
     assert_eq!(s.sum("pgbroker_transactions_total", &billing), 3.0);
     assert_eq!(s.sum("pgbroker_queries_total", &billing), 3.0);
-    assert_eq!(s.sum("pgbroker_transaction_seconds_count", &orders), 7.0);
+    assert_eq!(s.sum("pgbroker_transaction_seconds_count", &ORDERS), 7.0);
     // Every borrow is timed, the one that timed out too.
-    assert_eq!(s.sum("pgbroker_borrow_wait_seconds_count", &orders), 8.0);
+    assert_eq!(s.sum("pgbroker_borrow_wait_seconds_count", &ORDERS), 8.0);
     let cap = |c: &str| {
         s.sum(
             "pgbroker_cap_rejections_total",
-            &[orders[0], orders[1], ("cap", c)],
+            &[ORDERS[0], ORDERS[1], ("cap", c)],
         )
     };
     assert_eq!(
@@ -165,16 +194,6 @@ async fn counters_match_a_known_workload_and_gauges_return_to_zero() {
     assert_eq!(s.sum("pgbroker_server_connects_total", &[]), 1.0);
     assert_eq!(s.sum("pgbroker_server_connect_seconds_count", &[]), 1.0);
     assert!(s.has("pgbroker_server_logins_in_flight"));
-
-    // The clients are gone: every client gauge returns to zero, the server sits idle.
-    let settled = eventually(Duration::from_secs(5), || async {
-        let s = Scrape::take(metrics).await;
-        s.sum("pgbroker_client_connections", &[]) == 0.0
-            && server(&s, "active") == 0.0
-            && server(&s, "idle") == 1.0
-    })
-    .await;
-    assert!(settled, "gauges did not return to zero");
 }
 
 #[tokio::test]

@@ -28,6 +28,7 @@ async fn sixty_clients_through_a_pool_of_eight() {
     for (i, client) in clients.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
             for n in 0..5 {
+                // pg_sleep: each transaction holds its server a moment, so clients contend.
                 client
                     .simple_query(&format!(
                         "BEGIN; INSERT INTO hits VALUES ({i}, {n}); SELECT pg_sleep(0.01); COMMIT"
@@ -41,6 +42,7 @@ async fn sixty_clients_through_a_pool_of_eight() {
     let mut peak = 0;
     while tasks.iter().any(|t| !t.is_finished()) {
         peak = peak.max(h.server_connections(&direct).await);
+        // A deliberate sampling pace: the peak is sampled while the clients run, not awaited.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut clients = Vec::new();

@@ -100,8 +100,17 @@ async fn a_parse_error_mid_pipeline_reaches_the_client_in_its_place() {
     let mut raw = raw_login(&h).await;
     send(&mut raw, &[parse("a", "SELECT 1", &[]), sync()]).await;
     assert_eq!(replies(&mut raw, 1).await, "1 Z");
+    an_error_skips_to_the_sync(&mut raw).await;
+    skipped_parses_prepared_nothing(&mut raw).await;
+    a_reused_name_fails_in_its_place(&mut raw).await;
+    close_frees_the_name(&mut raw).await;
+}
+
+/// A failed Parse mid-pipeline: what came before it ran, its error comes in its place,
+/// the rest up to Sync is skipped, and after the Sync the server works again.
+async fn an_error_skips_to_the_sync(raw: &mut TcpStream) {
     send(
-        &mut raw,
+        raw,
         &[
             bind("a", &[]),
             execute(),
@@ -111,7 +120,6 @@ async fn a_parse_error_mid_pipeline_reaches_the_client_in_its_place() {
             parse("c", "SELECT 3", &[]),
             parse("a2", "SELECT 1", &[]),
             sync(),
-            // After the Sync the server works again.
             parse("d", "SELECT 4", &[]),
             bind("d", &[]),
             execute(),
@@ -119,49 +127,48 @@ async fn a_parse_error_mid_pipeline_reaches_the_client_in_its_place() {
         ],
     )
     .await;
-    assert_eq!(replies(&mut raw, 2).await, "2 D:1 C E:42601 Z 1 2 D:4 C Z");
-    // What the error skipped was never prepared, as in Postgres: c and a2 do not exist,
-    // and their names are free.
-    send(&mut raw, &[bind("c", &[]), execute(), sync()]).await;
-    assert_eq!(replies(&mut raw, 1).await, "E:26000 Z");
-    send(
-        &mut raw,
-        &[
-            parse("c", "SELECT 33", &[]),
-            parse("a2", "SELECT 1", &[]),
-            sync(),
-        ],
-    )
-    .await;
-    assert_eq!(replies(&mut raw, 1).await, "1 1 Z");
-    // Reusing a name without Close is Postgres's error, at its place in the pipeline.
-    send(
-        &mut raw,
-        &[
-            bind("c", &[]),
-            execute(),
-            parse("a", "SELECT 5", &[]),
-            bind("a", &[]),
-            execute(),
-            sync(),
-        ],
-    )
-    .await;
-    let (tags, _) = (replies(&mut raw, 1).await, ());
-    assert_eq!(tags, "2 D:33 C E:42P05 Z");
-    // Close frees the name.
-    send(
-        &mut raw,
-        &[
-            close_statement("a"),
-            parse("a", "SELECT 5", &[]),
-            bind("a", &[]),
-            execute(),
-            sync(),
-        ],
-    )
-    .await;
-    assert_eq!(replies(&mut raw, 1).await, "3 1 2 D:5 C Z");
+    assert_eq!(replies(raw, 2).await, "2 D:1 C E:42601 Z 1 2 D:4 C Z");
+}
+
+/// What the error skipped was never prepared, as in Postgres: c and a2 do not exist, and
+/// their names are free.
+async fn skipped_parses_prepared_nothing(raw: &mut TcpStream) {
+    send(raw, &[bind("c", &[]), execute(), sync()]).await;
+    assert_eq!(replies(raw, 1).await, "E:26000 Z");
+    let again = [
+        parse("c", "SELECT 33", &[]),
+        parse("a2", "SELECT 1", &[]),
+        sync(),
+    ];
+    send(raw, &again).await;
+    assert_eq!(replies(raw, 1).await, "1 1 Z");
+}
+
+/// Reusing a name without Close is Postgres's error, at its place in the pipeline.
+async fn a_reused_name_fails_in_its_place(raw: &mut TcpStream) {
+    let pipeline = [
+        bind("c", &[]),
+        execute(),
+        parse("a", "SELECT 5", &[]),
+        bind("a", &[]),
+        execute(),
+        sync(),
+    ];
+    send(raw, &pipeline).await;
+    assert_eq!(replies(raw, 1).await, "2 D:33 C E:42P05 Z");
+}
+
+/// Close frees the name.
+async fn close_frees_the_name(raw: &mut TcpStream) {
+    let pipeline = [
+        close_statement("a"),
+        parse("a", "SELECT 5", &[]),
+        bind("a", &[]),
+        execute(),
+        sync(),
+    ];
+    send(raw, &pipeline).await;
+    assert_eq!(replies(raw, 1).await, "3 1 2 D:5 C Z");
 }
 
 #[tokio::test]
@@ -330,6 +337,8 @@ async fn tokio_postgres_clients_share_one_server_without_pinning() {
                     .unwrap()
                     .get(0);
                 sum.fetch_add(n, Ordering::Relaxed);
+                // A deliberate pause between rounds: the four sessions interleave on the one
+                // server and last far longer than the borrow timeout.
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }));
@@ -426,6 +435,7 @@ async fn pgbench_prepared_mode_through_a_small_pool() {
                     .await
                     .unwrap();
                 peak.fetch_max(row.get(0), Ordering::Relaxed);
+                // A deliberate sampling pace while pgbench runs.
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })

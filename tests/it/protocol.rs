@@ -8,8 +8,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::types::Type;
 use tokio_postgres::NoTls;
 
-use crate::common::{eventually, scalar, sqlstate, Harness};
-use crate::raw::{raw_login, read_reply, send_startup};
+use pgbroker::config::AuthMethod;
+
+use crate::common::{eventually, running, scalar, sqlstate, until_running, Harness};
+use crate::raw::{
+    query, raw_login, raw_login_with_key, read_message, read_reply, send_startup, token,
+};
 
 #[tokio::test]
 async fn extended_protocol_pipeline() {
@@ -41,6 +45,7 @@ async fn extended_protocol_pipeline() {
 #[tokio::test]
 async fn error_inside_a_transaction_keeps_the_server_until_rollback() {
     let h = Harness::start(|c| c.pool.size = 2).await;
+    let direct = h.direct().await;
     let a = h.connect().await;
     let b = h.connect().await;
     a.simple_query("BEGIN").await.unwrap();
@@ -48,16 +53,31 @@ async fn error_inside_a_transaction_keeps_the_server_until_rollback() {
     let err = a.simple_query("SELECT 1/0").await.unwrap_err();
     assert_eq!(sqlstate(&err), "22012");
     // Another client works meanwhile, on the other server.
-    assert_eq!(scalar(&b, "SELECT 7").await, "7");
+    assert_ne!(
+        scalar(&b, "SELECT pg_backend_pid()").await,
+        pid,
+        "b is not lent a's server"
+    );
     let err = a.simple_query("SELECT 1").await.unwrap_err();
     assert_eq!(
         sqlstate(&err),
         "25P02",
         "still in the failed transaction on the same server"
     );
+    // The backend a began on still holds a's aborted transaction: the broker kept it.
+    let state = format!("SELECT state FROM pg_stat_activity WHERE pid = {pid}");
+    let kept = eventually(Duration::from_secs(5), || async {
+        scalar(&direct, &state).await == "idle in transaction (aborted)"
+    })
+    .await;
+    assert!(kept, "backend {pid} is idle in a's aborted transaction");
     a.simple_query("ROLLBACK").await.unwrap();
     assert_eq!(scalar(&a, "SELECT 1").await, "1");
-    assert!(!pid.is_empty());
+    let ended = eventually(Duration::from_secs(5), || async {
+        scalar(&direct, &state).await == "idle"
+    })
+    .await;
+    assert!(ended, "the ROLLBACK ended the transaction on backend {pid}");
 }
 
 #[tokio::test]
@@ -94,11 +114,12 @@ async fn cancel_reaches_the_running_query() {
     let h = Harness::start(|c| c.pool.size = 2).await;
     let client = h.connect().await;
     let token = client.cancel_token();
+    // A query that runs until cancelled.
     let sleeper = tokio::spawn(async move {
         let result = client.simple_query("SELECT pg_sleep(30)").await;
         (result.map(|_| ()), client)
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    until_running(&h.direct().await, "SELECT pg_sleep(30)").await;
     let started = std::time::Instant::now();
     token.cancel_query(NoTls).await.unwrap();
     let (result, client) = tokio::time::timeout(Duration::from_secs(10), sleeper)
@@ -113,20 +134,92 @@ async fn cancel_reaches_the_running_query() {
     );
 }
 
-#[tokio::test]
-async fn forged_cancel_keys_are_dropped() {
-    let h = Harness::start(|_| {}).await;
-    let client = h.connect().await;
+/// A query through a raw session that runs until the test releases advisory lock 7: it is
+/// surely still running whenever a cancel request arrives, with no timing involved.
+const BLOCKED: &str = "SELECT 'survived', pg_advisory_xact_lock(7)";
+
+/// Sends a CancelRequest for (pid, secret) on a connection of its own; returns what the
+/// broker answered before closing it. The broker closes it only once a cancel it forwards
+/// has been taken by Postgres, so any signal it sent has been sent when this returns.
+async fn cancel_request(h: &Harness, pid: i32, secret: i32) -> Vec<u8> {
     let mut raw = tokio::net::TcpStream::connect(h.addr).await.unwrap();
     let mut packet = Vec::new();
-    for word in [16i32, 80_877_102, 12345, 678] {
+    for word in [16, 80_877_102, pid, secret] {
         packet.extend_from_slice(&word.to_be_bytes());
     }
     raw.write_all(&packet).await.unwrap();
-    let mut buf = Vec::new();
-    raw.read_to_end(&mut buf).await.unwrap();
-    assert!(buf.is_empty(), "a cancel request gets no answer");
-    assert_eq!(scalar(&client, "SELECT 1").await, "1");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut answer))
+        .await
+        .expect("the broker closes a cancel request's connection")
+        .unwrap();
+    answer
+}
+
+/// The reply to one simple query, message by message (see [`token`]), up to ReadyForQuery.
+async fn transcript(raw: &mut tokio::net::TcpStream) -> Vec<String> {
+    let read = async {
+        let mut seen = Vec::new();
+        loop {
+            let (tag, body) = read_message(raw).await;
+            seen.extend(token(tag, &body, false));
+            if tag == b'Z' {
+                return seen;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("a reply")
+}
+
+/// Sends [`BLOCKED`] while `direct` holds its lock, and waits until Postgres runs it.
+async fn block(raw: &mut tokio::net::TcpStream, direct: &tokio_postgres::Client) {
+    direct
+        .batch_execute("SELECT pg_advisory_lock(7)")
+        .await
+        .unwrap();
+    raw.write_all(&query(BLOCKED)).await.unwrap();
+    until_running(direct, BLOCKED).await;
+}
+
+/// Forged keys (the client's pid with a wrong secret, its secret under another pid, a
+/// made-up pair) reach no query: a query running through the broker at that moment lives
+/// on and returns its row. The same query is then cancelled with the genuine key (57014),
+/// so the forgeries took a path that does cancel when the key is right.
+#[tokio::test]
+async fn forged_cancel_keys_are_dropped() {
+    let h = Harness::start(|c| c.users[0].auth_method = Some(AuthMethod::Password)).await;
+    let direct = h.direct().await;
+    let (mut raw, (pid, secret)) = raw_login_with_key(&h).await;
+    block(&mut raw, &direct).await;
+    for (pid, secret) in [
+        (pid, secret.wrapping_add(1)),
+        (pid, !secret),
+        (pid ^ 1, secret),
+        (12345, 678),
+    ] {
+        let answer = cancel_request(&h, pid, secret).await;
+        assert!(answer.is_empty(), "a cancel request gets no answer");
+    }
+    // A forwarded forgery would have interrupted the lock wait by now (57014).
+    assert!(running(&direct, BLOCKED).await, "forged cancels reached it");
+    direct
+        .batch_execute("SELECT pg_advisory_unlock(7)")
+        .await
+        .unwrap();
+    let survived = ["T", "D:survived", "C[SELECT 1]", "Z"];
+    assert_eq!(transcript(&mut raw).await, survived);
+    // The positive control: the genuine key cancels the same query.
+    block(&mut raw, &direct).await;
+    assert!(cancel_request(&h, pid, secret).await.is_empty());
+    assert_eq!(transcript(&mut raw).await, ["T", "E:57014", "Z"]);
+    direct
+        .batch_execute("SELECT pg_advisory_unlock(7)")
+        .await
+        .unwrap();
+    raw.write_all(&query("SELECT 1")).await.unwrap();
+    assert_eq!(transcript(&mut raw).await, ["T", "D:1", "C[SELECT 1]", "Z"]);
 }
 
 /// Hostile startup packets end their own connection with 08P01 (or 0A000 for a protocol

@@ -9,6 +9,12 @@ use crate::common::Harness;
 
 /// Logs in over a raw socket with cleartext auth; returns the socket after ReadyForQuery.
 pub async fn raw_login(h: &Harness) -> tokio::net::TcpStream {
+    raw_login_with_key(h).await.0
+}
+
+/// [`raw_login`], also returning the cancel key (pid, secret) the broker sent in its
+/// BackendKeyData.
+pub async fn raw_login_with_key(h: &Harness) -> (tokio::net::TcpStream, (i32, i32)) {
     let mut raw = tokio::net::TcpStream::connect(h.addr).await.unwrap();
     send_startup(&mut raw, 0, b"user\0app\0database\0app\0\0").await;
     let mut request = [0u8; 9];
@@ -19,8 +25,17 @@ pub async fn raw_login(h: &Harness) -> tokio::net::TcpStream {
         "cleartext password request"
     );
     raw.write_all(b"p\0\0\0\x08app\0").await.unwrap();
-    read_reply(&mut raw).await;
-    raw
+    let mut key = None;
+    loop {
+        match read_message(&mut raw).await {
+            (b'K', body) => {
+                let word = |at: usize| i32::from_be_bytes(body[at..at + 4].try_into().unwrap());
+                key = Some((word(0), word(4)));
+            }
+            (b'Z', _) => return (raw, key.expect("BackendKeyData before ReadyForQuery")),
+            _ => {}
+        }
+    }
 }
 
 /// Sends a protocol 3.`minor` StartupMessage with `params` (NUL-separated, list-terminated).

@@ -47,6 +47,8 @@ async fn idle_clients_are_reaped_and_talkers_survive() {
     let talker = h.connect().await;
     for _ in 0..15 {
         assert_eq!(scalar(&talker, "SELECT 1").await, "1");
+        // A deliberate pace: the talker is never silent for the 1s idle timeout, over a span
+        // (15 × 150ms) past it, while the idle clients stay silent and are reaped.
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     for (client, handle) in idle {
@@ -60,6 +62,7 @@ async fn idle_clients_are_reaped_and_talkers_survive() {
 async fn a_long_query_is_not_idleness() {
     let h = Harness::start(quick_reaper).await;
     let client = h.connect().await;
+    // pg_sleep: queries longer than the 1s idle timeouts (in a transaction, then out).
     client
         .batch_execute("BEGIN; SELECT pg_sleep(1.5)")
         .await
@@ -113,6 +116,7 @@ async fn idle_server_connections_drain_to_min_idle() {
     .await;
     let direct = h.direct().await;
     let clients = futures_util::future::join_all((0..4).map(|_| h.connect())).await;
+    // pg_sleep: the four queries overlap, so each takes a server connection of its own.
     futures_util::future::join_all(
         clients
             .iter()

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use pgbroker::config::{Account, AuthMethod, Function};
 use tokio_postgres::NoTls;
 
-use crate::common::{scalar, Harness};
+use crate::common::{eventually, scalar, until_running, Harness};
+use crate::observe::Scrape;
 
 /// Clients log in with cleartext: hundreds of SCRAM handshakes in a debug build would
 /// measure PBKDF2, not the broker.
@@ -33,6 +34,7 @@ async fn a_burst_past_max_connections_finishes_without_errors() {
             let h = Arc::clone(&h);
             tokio::spawn(async move {
                 let client = h.connect_as("app", "app", "burst").await?;
+                // pg_sleep: each invocation holds its server a moment, so the burst overlaps.
                 client
                     .simple_query(&format!("SELECT pg_sleep(0.05), {i}"))
                     .await
@@ -99,7 +101,12 @@ async fn a_full_waiting_queue_refuses_at_once() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // 100 are queued once the 200 past the queue's room have been refused.
+    let queue_full = eventually(Duration::from_secs(10), || async {
+        tasks.iter().filter(|t| t.is_finished()).count() >= 200
+    })
+    .await;
+    assert!(queue_full, "200 refused while the holder kept the slot");
     holder.batch_execute("COMMIT").await.unwrap();
     let (mut refused, mut served) = (0, 0);
     for t in tasks {
@@ -126,9 +133,10 @@ async fn a_client_killed_in_pg_sleep_leaves_its_server_to_the_next_client() {
         .unwrap();
     let task = tokio::spawn(connection);
     let pid = scalar(&victim, "SELECT pg_backend_pid()").await;
+    // A query that runs until its client is killed.
     let sleeper =
         tokio::spawn(async move { victim.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_running(&h.direct().await, "SELECT pg_sleep(30)").await;
     task.abort();
     let _ = sleeper.await;
     let logins = h.pools.gate().total();
@@ -139,6 +147,17 @@ async fn a_client_killed_in_pg_sleep_leaves_its_server_to_the_next_client() {
         "the same backend, reused"
     );
     assert_eq!(h.pools.gate().total(), logins, "no new server login");
+}
+
+/// Waits (up to 10s) until function `w` has `n` transactions waiting, as /metrics shows.
+async fn queued(h: &Harness, n: u32) -> bool {
+    let metrics = h.metrics.expect("metrics endpoint on");
+    eventually(Duration::from_secs(10), || async {
+        let s = Scrape::take(metrics).await;
+        let labels = [("function", "w"), ("state", "waiting")];
+        s.sum("pgbroker_client_connections", &labels) == f64::from(n)
+    })
+    .await
 }
 
 #[tokio::test]
@@ -166,14 +185,14 @@ async fn a_waiter_whose_client_left_leaves_the_queue() {
     let task = tokio::spawn(connection);
     let waiting =
         tokio::spawn(async move { ghost.simple_query("SELECT 'ghost'").await.map(|_| ()) });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(queued(&h, 1).await, "the ghost waits in the queue");
     task.abort();
     let _ = waiting.await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(queued(&h, 0).await, "the ghost left the queue");
     // The queue (max_waiting = 1) has room again: a new waiter is queued, not refused.
     let newcomer = h.connect_as("app", "app", "w").await.unwrap();
     let asked = tokio::spawn(async move { scalar(&newcomer, "SELECT 'newcomer'").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(queued(&h, 1).await, "the newcomer waits in the queue");
     holder.batch_execute("COMMIT").await.unwrap();
     assert_eq!(asked.await.unwrap(), "newcomer");
 }
