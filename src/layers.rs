@@ -98,14 +98,14 @@ fn reached(code: &str, rest: &str, depth: usize) -> Vec<String> {
             None => names.push(ident_at(after).to_owned()),
         }
     }
-    // `crate` other than as a path's start (`use crate as root;`, `$crate`): unknown.
+    // `crate` other than as a path's start or in `pub(crate)` (`use crate as root;`,
+    // `$crate`): a name the check cannot follow.
     let bare = code.match_indices("crate").filter(|(at, _)| {
         let before = code[..*at].chars().next_back();
         let word_start = !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
-        word_start
-            && !code[at + "crate".len()..].starts_with("::")
-            && !code[at + "crate".len()..]
-                .starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        let after = &code[at + "crate".len()..];
+        let word_end = !after.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
+        word_start && word_end && !after.starts_with("::") && !after.starts_with(')')
     });
     names.extend(bare.map(|_| "crate".to_owned()));
     names
@@ -241,6 +241,7 @@ fn the_check_sees_what_it_should() {
     assert_eq!(line("use crate::*;", 1), [""]);
     assert_eq!(line("use crate as root;", 1), ["crate"]);
     assert!(line(code_of("let increate = 1; // crate"), 1).is_empty());
+    assert!(line("pub(crate) const X: i32 = 1;", 1).is_empty());
     assert!(reached(code_of("    /// see [`crate::error`]"), "", 1).is_empty());
     assert!(inline_module("mod tests {") && !inline_module("mod tests;"));
     assert_eq!(module_of(Path::new("pool/gate.rs")), ("pool".into(), 2));

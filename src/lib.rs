@@ -10,6 +10,8 @@
 //!   messages the broker originates, the SQL scan that decides pinning, the protocol's own
 //!   error, and the names of the SQLSTATEs the broker reads from Postgres.
 //! - [`config`]: the config.toml schema, defaults and validation.
+//! - [`tls`]: rustls towards clients (the acceptor, its certificate reloadable) and towards
+//!   Postgres (the connector, as libpq's sslmode), and the socket that is plain or TLS.
 //! - [`sandbox`]: a throwaway Postgres cluster for `demo`, the tests and the benches.
 //! - [`throttle`]: rate limits for warnings a storm would repeat.
 //! - [`metrics`]: metric names, help and buckets; the handles everything above records
@@ -57,6 +59,7 @@ pub mod sandbox;
 pub mod server;
 pub mod session;
 pub mod throttle;
+pub mod tls;
 
 #[cfg(test)]
 mod layers;

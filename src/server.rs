@@ -28,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::pool::{BackendAddr, LoginGate, PoolOptions, Pools};
 use crate::reaper::{self, Clients};
 use crate::session::{self, Shared};
+use crate::tls::{Acceptor, Connector};
 
 /// A bound, ready-to-run broker.
 #[derive(Debug)]
@@ -51,16 +52,13 @@ impl Broker {
             addr => Some(bind(addr).await?),
         };
         let metrics = Arc::new(Metrics::new(BROKER_SQLSTATES));
+        let backend = backend(&config)?;
         let health = Arc::new(Health::new(
-            Probe::from_config(&config, &users),
+            Probe::from_config(&config, &users, &backend.tls),
             config.backend.health_interval,
             Arc::clone(&metrics),
         ));
-        let backend = BackendAddr {
-            host: config.backend.host.clone(),
-            port: config.backend.port,
-            connect_timeout: config.backend.connect_timeout,
-        };
+        let tls = Acceptor::new(&config.listen.tls)?;
         let options = PoolOptions {
             size: config.pool.size,
             borrow_timeout: config.pool.borrow_timeout,
@@ -79,6 +77,7 @@ impl Broker {
             warnings: Default::default(),
             config,
             users,
+            tls,
             default_method,
             keys: KeyCache::new(),
             clients: Arc::new(Clients::default()),
@@ -151,6 +150,7 @@ impl Broker {
             stop.clone(),
         ));
         tasks.spawn(admin::upkeep(Arc::clone(&shared.metrics), stop.clone()));
+        tasks.spawn(reload_on_hangup(Arc::clone(shared), stop.clone()));
         // The backend check serves /readyz and /status only: no endpoint, no check.
         if let Some(listener) = self.admin.take() {
             let (health, stop_health) = (Arc::clone(&self.health), stop.clone());
@@ -252,6 +252,38 @@ async fn refuse(mut stream: TcpStream, shared: Arc<Shared>) {
         m.write(&mut buf);
     }
     let _ = stream.write_all(&buf).await;
+}
+
+/// Re-reads what changes without a restart when the process gets SIGHUP (the TLS
+/// certificate and key), where SIGHUP would otherwise end it. Sessions are untouched: a
+/// handshake uses the certificate loaded when it began.
+async fn reload_on_hangup(shared: Arc<Shared>, stop: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hangups.recv() => {}
+            () = stop.cancelled() => return,
+        }
+        match shared.tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate and key re-read"),
+            Err(error) => {
+                tracing::warn!(%error, "SIGHUP: TLS certificate not reloaded; the one in use stays")
+            }
+        }
+    }
+}
+
+/// Where the pools log in, and how.
+fn backend(config: &Config) -> Result<BackendAddr, Error> {
+    Ok(BackendAddr {
+        host: config.backend.host.clone(),
+        port: config.backend.port,
+        connect_timeout: config.backend.connect_timeout,
+        tls: Connector::new(&config.backend.tls)?,
+    })
 }
 
 fn users(config: &Config) -> Result<HashMap<String, UserEntry>, Error> {

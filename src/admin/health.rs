@@ -16,6 +16,7 @@ use crate::auth::UserEntry;
 use crate::backend::{LoginTarget, ServerConn};
 use crate::config::{Config, PasswordKind};
 use crate::metrics::Metrics;
+use crate::tls::Connector;
 
 /// The check's query: as light as `SELECT 1`, and it says how close Postgres is to its
 /// connection limit.
@@ -45,6 +46,7 @@ impl Probe {
     pub fn from_config(
         config: &Config,
         users: &std::collections::HashMap<String, UserEntry>,
+        tls: &Connector,
     ) -> Probe {
         let backend = &config.backend;
         let chosen = match &backend.health_user {
@@ -67,6 +69,7 @@ impl Probe {
                 user: user.name.clone(),
                 secret: entry.secret.clone(),
                 application_name: HEALTH_APPLICATION_NAME,
+                tls: tls.clone(),
             }),
             None => Probe::Connect {
                 addr: format!("{}:{}", backend.host, backend.port),

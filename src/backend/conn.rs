@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use super::login::ServerStream;
 use super::messages::{statement_error, Heard};
 use super::pipeline::{Entry, Pipeline, Reply, Route, Undo};
 use super::state::Position;
@@ -19,6 +19,7 @@ use crate::cancel::CancelTarget;
 use crate::protocol::frame::{cstr, sqlstate, whole_frame, Passthrough, Step};
 use crate::protocol::write;
 use crate::protocol::FrameError;
+use crate::tls::Stream;
 
 /// Parameter name → value.
 pub type Params = BTreeMap<String, String>;
@@ -27,7 +28,9 @@ pub type Params = BTreeMap<String, String>;
 #[derive(Debug)]
 pub struct ServerConn {
     /// The socket.
-    pub stream: TcpStream,
+    pub stream: ServerStream,
+    /// A TLS session may still hold bytes written to it: the forwarding loop flushes it.
+    pub unflushed: bool,
     /// Bytes read from the server and not yet handled.
     pub rbuf: BytesMut,
     /// Protocol position, kept by whoever forwards through this connection.
@@ -56,9 +59,10 @@ pub struct ServerConn {
 
 impl ServerConn {
     /// A connection whose login has not run yet.
-    pub(super) fn new(stream: TcpStream, addr: SocketAddr) -> ServerConn {
+    pub(super) fn new(stream: ServerStream, addr: SocketAddr) -> ServerConn {
         ServerConn {
             stream,
+            unflushed: false,
             rbuf: BytesMut::with_capacity(8192),
             position: Position::default(),
             params: Params::new(),
@@ -99,7 +103,12 @@ impl ServerConn {
 
     /// Writes all of `bytes`. Not cancel-safe.
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), ServerError> {
-        self.stream.write_all(bytes).await.map_err(ServerError::Io)
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(ServerError::Io)?;
+        // A TLS session may hold the last record back until flushed.
+        self.stream.flush().await.map_err(ServerError::Io)
     }
 
     /// Where a CancelRequest for this connection goes.
@@ -131,8 +140,7 @@ impl ServerConn {
         if !self.at_rest() {
             return false;
         }
-        let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        self.stream.is_quiet()
     }
 
     /// Runs `sql` (simple protocol) and swallows its results up to ReadyForQuery, keeping
@@ -310,7 +318,9 @@ impl ServerConn {
 impl Drop for ServerConn {
     /// Says goodbye (Terminate) when it can without blocking, so Postgres logs no error.
     fn drop(&mut self) {
-        let _ = self.stream.try_write(b"X\0\0\0\x04");
+        if let Stream::Plain(tcp) = &self.stream {
+            let _ = tcp.try_write(b"X\0\0\0\x04");
+        }
     }
 }
 

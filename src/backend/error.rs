@@ -35,6 +35,23 @@ pub enum LoginError {
         /// Its message.
         message: String,
     },
+    /// TLS could not be set up as `backend.tls.mode` asks.
+    #[error("cannot connect to backend {addr}: TLS: {what}")]
+    Tls {
+        /// host:port of the backend.
+        addr: String,
+        /// What went wrong.
+        what: &'static str,
+    },
+    /// The TLS handshake with the backend failed (a certificate not verified, among others).
+    #[error("cannot connect to backend {addr}: TLS handshake: {source}")]
+    Handshake {
+        /// host:port of the backend.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// Postgres asked for an authentication method the broker cannot answer.
     #[error("backend asked for unsupported authentication ({method})")]
     Unsupported {

@@ -12,12 +12,18 @@ use fallible_iterator::FallibleIterator;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::backend::{ErrorResponseBody, Message};
 use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::conn::ServerConn;
 use super::{LoginError, ServerError};
 use crate::auth::Secret;
-use crate::protocol::FrameError;
+use crate::config::BackendTlsMode;
+use crate::protocol::{write, FrameError};
+use crate::tls::{Connector, Stream};
+
+/// The socket of a server connection: plain TCP or TLS over it.
+pub type ServerStream = Stream<crate::tls::ServerTlsStream>;
 
 /// Who logs in to Postgres, and where.
 #[derive(Debug, Clone)]
@@ -37,6 +43,8 @@ pub struct LoginTarget {
     /// application_name sent at login (empty: none), so an operator can tell the
     /// broker's own connections apart in pg_stat_activity.
     pub application_name: &'static str,
+    /// TLS towards the backend.
+    pub tls: Connector,
 }
 
 impl LoginTarget {
@@ -44,6 +52,45 @@ impl LoginTarget {
     pub fn addr(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
+}
+
+/// Asks for TLS before the startup, as libpq does, when `target.tls` says to: 'S' upgrades
+/// the connection; 'N' (or an old server's error) leaves it plain where the mode allows.
+/// Bytes that arrive with the 'S' were not sent through TLS: the connection is abandoned
+/// rather than let them be read as the server's (the STARTTLS injection class).
+async fn negotiate_tls(
+    mut tcp: TcpStream,
+    target: &LoginTarget,
+) -> Result<ServerStream, LoginError> {
+    let Some(connector) = target.tls.connector() else {
+        return Ok(Stream::Plain(tcp));
+    };
+    let tls_error = |what| LoginError::Tls {
+        addr: target.addr(),
+        what,
+    };
+    let mut request = BytesMut::new();
+    write::ssl_request(&mut request);
+    tcp.write_all(&request).await.map_err(ServerError::Io)?;
+    let mut answer = [0u8; 64];
+    let read = tcp.read(&mut answer).await.map_err(ServerError::Io)?;
+    match (read, answer[0]) {
+        (1, b'S') => {}
+        (0, _) => return Err(ServerError::Closed.into()),
+        (_, b'S') => return Err(tls_error("bytes arrived with its reply to SSLRequest")),
+        (1, b'N') if target.tls.mode() == BackendTlsMode::Prefer => return Ok(Stream::Plain(tcp)),
+        _ => return Err(tls_error("the server does not offer TLS")),
+    }
+    let name =
+        Connector::server_name(&target.host).map_err(|_| tls_error("host is not a TLS name"))?;
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|source| LoginError::Handshake {
+            addr: target.addr(),
+            source,
+        })?;
+    Ok(Stream::Tls(Box::new(tls)))
 }
 
 /// Fields of an ErrorResponse the broker reads.
@@ -84,6 +131,7 @@ impl ServerConn {
             .map_err(connect_error)?;
         stream.set_nodelay(true).map_err(connect_error)?;
         let addr = stream.peer_addr().map_err(connect_error)?;
+        let stream = negotiate_tls(stream, target).await?;
         let mut conn = ServerConn::new(stream, addr);
         conn.startup(target).await?;
         conn.authenticate(target).await?;

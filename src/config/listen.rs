@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::units;
+use super::{BackendTls, ListenTls};
 
 /// `[listen]`: where clients connect, and what is bounded per client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +27,8 @@ pub struct Listen {
     /// Socket address of the HTTP endpoint (/metrics, /healthz, /readyz, /status); empty
     /// turns it off.
     pub metrics_addr: String,
+    /// TLS offered to clients.
+    pub tls: ListenTls,
 }
 
 /// `[backend]`: the Postgres server behind the broker.
@@ -57,6 +60,8 @@ pub struct Backend {
     /// The database the check logs in to; `None`: the user's own name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_database: Option<String>,
+    /// TLS towards Postgres.
+    pub tls: BackendTls,
 }
 
 impl Default for Listen {
@@ -68,6 +73,7 @@ impl Default for Listen {
             max_message_size: 64 << 20,
             shutdown_timeout: Duration::from_secs(30),
             metrics_addr: "127.0.0.1:9930".to_owned(),
+            tls: ListenTls::default(),
         }
     }
 }
@@ -84,6 +90,7 @@ impl Default for Backend {
             health_interval: Duration::from_secs(2),
             health_user: None,
             health_database: None,
+            tls: BackendTls::default(),
         }
     }
 }

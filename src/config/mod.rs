@@ -7,11 +7,13 @@
 pub mod limits;
 mod listen;
 mod reaper;
+mod tls;
 pub mod units;
 
 pub use limits::{Account, Function, FunctionFrom, Limits, UnknownFunctions};
 pub use listen::{Backend, Listen};
 pub use reaper::Reaper;
+pub use tls::{BackendTls, BackendTlsMode, ListenTls, ListenTlsMode};
 mod validate;
 
 use std::collections::BTreeMap;

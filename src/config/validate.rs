@@ -160,6 +160,14 @@ fn listen(listen: &Listen) -> Result<(), ConfigError> {
         metrics_off_or_addr,
         Reason::NotSocketAddr,
     )?;
+    if listen.tls.mode.offered() {
+        check(
+            "listen.tls.cert",
+            !listen.tls.cert.is_empty(),
+            Reason::Empty,
+        )?;
+        check("listen.tls.key", !listen.tls.key.is_empty(), Reason::Empty)?;
+    }
     at_least(
         "listen.max_client_connections",
         listen.max_client_connections,

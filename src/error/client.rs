@@ -171,7 +171,10 @@ impl LoginError {
     fn client_message(&self, severity: Severity, at_connect: bool) -> ClientMessage {
         let unreachable = if at_connect { "08001" } else { "08006" };
         match self {
-            LoginError::Connect { .. } | LoginError::Timeout { .. } => {
+            LoginError::Connect { .. }
+            | LoginError::Timeout { .. }
+            | LoginError::Tls { .. }
+            | LoginError::Handshake { .. } => {
                 ClientMessage::new(severity, unreachable, format!("pgbroker: {self}"))
             }
             // Postgres's own words about a login it refused for a reason meant for users
@@ -237,6 +240,8 @@ impl SessionError {
             | SessionError::UnsupportedProtocol { .. }
             | SessionError::UnsupportedParameter { .. }
             | SessionError::NoUser
+            | SessionError::TlsRequired
+            | SessionError::Handshake(_)
             | SessionError::Auth { .. }
             | SessionError::AuthMethod { .. } => self.refused_at_startup(),
         }
@@ -263,6 +268,13 @@ impl SessionError {
             SessionError::NoUser => {
                 fatal("28000", "pgbroker: no user name in startup packet".into())
             }
+            SessionError::TlsRequired => fatal(
+                "28000",
+                "pgbroker: TLS is required (listen.tls.mode = \"require\")".into(),
+            )
+            .map(|m| m.hint("connect with sslmode=require (or stricter)")),
+            // Mid-handshake: there is no channel to tell the client anything on.
+            SessionError::Handshake(_) => None,
             SessionError::Auth { user, .. } | SessionError::AuthMethod { user, .. } => fatal(
                 "28P01",
                 format!("pgbroker: password authentication failed for user \"{user}\""),

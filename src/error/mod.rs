@@ -39,6 +39,12 @@ pub enum SessionError {
         /// The parameter.
         name: String,
     },
+    /// A plaintext startup where `listen.tls.mode = "require"`.
+    #[error("plaintext startup while TLS is required")]
+    TlsRequired,
+    /// The client's TLS handshake failed.
+    #[error("TLS handshake failed: {0}")]
+    Handshake(#[source] io::Error),
     /// No user in the startup packet.
     #[error("no user name in startup packet")]
     NoUser,
@@ -114,6 +120,9 @@ pub enum Error {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// A TLS certificate, key or root set does not load.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// A user's password does not parse.
     #[error("invalid password of user {name}")]
     User {

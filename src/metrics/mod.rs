@@ -214,6 +214,13 @@ impl Metrics {
         counter(&self.recorder, PINNED, &labels).increment(1);
     }
 
+    /// Counts a TLS handshake: `side` is "client" or "server".
+    pub fn tls_handshake(&self, side: &'static str, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        let labels = [("side", side), ("outcome", outcome)];
+        counter(&self.recorder, TLS_HANDSHAKES, &labels).increment(1);
+    }
+
     /// Counts connections the reaper ended.
     pub fn reaped(&self, reason: Reaped, count: u64) {
         self.reaped[reason as usize].increment(count);

@@ -36,6 +36,8 @@ pub const BACKEND_CONNECTIONS: &str = "pgbroker_backend_connections";
 pub const BACKEND_READY: &str = "pgbroker_backend_ready";
 /// Postgres' max_connections, from the latest backend check.
 pub const BACKEND_MAX_CONNECTIONS: &str = "pgbroker_backend_max_connections";
+/// TLS handshakes, by side (client, server) and outcome (ok, error).
+pub const TLS_HANDSHAKES: &str = "pgbroker_tls_handshakes_total";
 /// Errors clients were sent (the broker's own and the server's), by SQLSTATE.
 pub const ERRORS: &str = "pgbroker_errors_total";
 
@@ -64,6 +66,7 @@ pub(super) const HELP: &[(&str, &str)] = &[
     (BACKEND_CONNECTIONS, "Client backends connected to Postgres, the broker's and everyone else's (pg_stat_activity, at the latest backend check)."),
     (BACKEND_MAX_CONNECTIONS, "Postgres' max_connections (at the latest backend check)."),
     (BACKEND_READY, "1 while a backend check passed within two backend.health_intervals and the broker is not shutting down (what /readyz answers), else 0."),
+    (TLS_HANDSHAKES, "TLS handshakes, by side (client: a client's SSLRequest; server: the broker's with Postgres) and outcome (ok, error)."),
     (ERRORS, "ErrorResponses sent to clients, the broker's own and those forwarded from Postgres, by SQLSTATE."),
 ];
 

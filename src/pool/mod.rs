@@ -50,6 +50,13 @@ impl managed::Manager for Manager {
         let started = Instant::now();
         let conn = ServerConn::connect(&self.target).await;
         drop(in_flight);
+        match &conn {
+            Ok(conn) if conn.stream.is_tls() => self.registry.tls_handshake("server", true),
+            Err(LoginError::Handshake { .. } | LoginError::Tls { .. }) => {
+                self.registry.tls_handshake("server", false);
+            }
+            _ => {}
+        }
         let conn = conn?;
         let metrics = self
             .metrics

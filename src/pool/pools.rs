@@ -9,6 +9,7 @@ use crate::auth::Secret;
 use crate::backend::LoginTarget;
 use crate::config::PoolSettings;
 use crate::metrics::Metrics;
+use crate::tls::Connector;
 
 /// Where new pools log in.
 #[derive(Debug, Clone)]
@@ -19,6 +20,8 @@ pub struct BackendAddr {
     pub port: u16,
     /// Bound on connect + login.
     pub connect_timeout: Duration,
+    /// TLS towards it.
+    pub tls: Connector,
 }
 
 /// All pools, created on first use per (database, user).
@@ -63,6 +66,7 @@ impl Pools {
                     user: user.to_owned(),
                     secret: secret.clone(),
                     application_name: "",
+                    tls: self.backend.tls.clone(),
                 };
                 let (gate, metrics) = (Arc::clone(&self.gate), Arc::clone(&self.metrics));
                 Pool::new(target, &self.options, gate, metrics)

@@ -8,7 +8,7 @@ use super::FrameError;
 
 /// Longest startup packet accepted; Postgres uses the same bound.
 pub const MAX_STARTUP_PACKET_LENGTH: usize = 10_000;
-const SSL_REQUEST: i32 = 80_877_103;
+pub(crate) const SSL_REQUEST: i32 = 80_877_103;
 const GSSENC_REQUEST: i32 = 80_877_104;
 const CANCEL_REQUEST: i32 = 80_877_102;
 /// Protocol 3.0.

@@ -199,6 +199,12 @@ pub fn terminate(buf: &mut BytesMut) {
     message(buf, b'X', |_| {});
 }
 
+/// An SSLRequest packet (untagged), asking the server for TLS.
+pub fn ssl_request(buf: &mut BytesMut) {
+    buf.put_i32(8);
+    buf.put_i32(crate::protocol::startup::SSL_REQUEST);
+}
+
 /// A CancelRequest packet (untagged).
 pub fn cancel_request(buf: &mut BytesMut, pid: i32, secret: i32) {
     buf.put_i32(16);

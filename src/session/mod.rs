@@ -36,6 +36,8 @@ pub struct Shared {
     pub default_method: AuthMethod,
     /// Derived SCRAM keys.
     pub keys: KeyCache,
+    /// TLS offered to clients.
+    pub tls: crate::tls::Acceptor,
     /// The server connection pools.
     pub pools: Arc<Pools>,
     /// The account and function caps.

@@ -1,5 +1,6 @@
 //! The start of a client session, all under `listen.startup_timeout`: the untagged packet
-//! (SSLRequest / GSSENCRequest refused with 'N', CancelRequest served), the StartupMessage,
+//! (SSLRequest answered 'S' and the session upgraded to TLS where `[listen.tls]` offers it,
+//! 'N' otherwise; GSSENCRequest refused with 'N'; CancelRequest served), the StartupMessage,
 //! client authentication, and the greeting.
 //!
 //! <https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-START-UP>
@@ -9,16 +10,18 @@ use std::mem;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
 
 use super::Shared;
 use crate::auth::{self, AuthError, ScramExchange, Secret};
 use crate::cancel::send_cancel;
-use crate::config::AuthMethod;
+use crate::config::{AuthMethod, ListenTlsMode};
 use crate::error::SessionError;
 use crate::protocol::frame::whole_frame;
 use crate::protocol::startup::{self, Packet, Startup};
 use crate::protocol::write;
 use crate::protocol::FrameError;
+use crate::tls::{ClientTlsStream, Stream};
 
 /// Longest authentication message a client may send.
 pub const MAX_AUTH_MESSAGE: usize = 8192;
@@ -26,11 +29,16 @@ pub const MAX_AUTH_MESSAGE: usize = 8192;
 /// Initial size of a client's buffers; they grow when a larger message comes.
 const HANDSHAKE_BUFFER: usize = 512;
 
+/// A client's socket: plain TCP or TLS over it.
+pub type ClientStream = Stream<ClientTlsStream>;
+
 /// The client I/O used before the session proper: one read buffer, one write buffer.
 #[derive(Debug)]
 pub struct ClientIo {
     /// The socket.
-    pub stream: TcpStream,
+    pub stream: ClientStream,
+    /// A TLS session may still hold bytes written to it: the forwarding loop flushes it.
+    pub unflushed: bool,
     /// Bytes read and not yet handled.
     pub rbuf: BytesMut,
     /// Bytes to send.
@@ -41,7 +49,8 @@ impl ClientIo {
     /// Wraps a freshly accepted socket.
     pub fn new(stream: TcpStream) -> ClientIo {
         ClientIo {
-            stream,
+            stream: Stream::Plain(stream),
+            unflushed: false,
             // Small: the handshake's messages are, and a client that then stays silent (a
             // frozen container) should not have made the broker hold kilobytes for it.
             rbuf: BytesMut::with_capacity(HANDSHAKE_BUFFER),
@@ -74,7 +83,7 @@ impl ClientIo {
     pub async fn flush(&mut self) -> std::io::Result<()> {
         self.stream.write_all(&self.wbuf).await?;
         self.wbuf.clear();
-        Ok(())
+        self.stream.flush().await
     }
 
     /// Reads one untagged startup-phase packet.
@@ -118,7 +127,8 @@ pub enum Opening {
     Cancelled,
 }
 
-/// Reads packets until a StartupMessage (answering SSL/GSS requests) or a CancelRequest.
+/// Reads packets until a StartupMessage (answering SSL/GSS requests, upgrading to TLS where
+/// it is offered) or a CancelRequest.
 pub async fn open(io: &mut ClientIo, shared: &Shared) -> Result<Opening, SessionError> {
     // Each encryption request is answered once, as Postgres does.
     let (mut ssl, mut gss) = (false, false);
@@ -136,20 +146,62 @@ pub async fn open(io: &mut ClientIo, shared: &Shared) -> Result<Opening, Session
                     }
                     .into());
                 }
-                io.stream.write_all(b"N").await?;
+                match shared.tls.acceptor() {
+                    Some(acceptor) if packet == Packet::SslRequest => {
+                        let upgraded = upgrade(io, acceptor).await;
+                        shared.metrics.tls_handshake("client", upgraded.is_ok());
+                        upgraded?;
+                    }
+                    _ => io.stream.write_all(b"N").await?,
+                }
             }
             Packet::Cancel { pid, secret } => {
-                if let Some((target, in_flight)) = shared.cancels.begin(pid, secret) {
-                    if let Err(error) = send_cancel(target).await {
-                        // It may still arrive: the client's server connections stay marked
-                        // (closed instead of reused) for the rest of its session.
-                        tracing::debug!(%error, "cancel request not confirmed");
-                        std::mem::forget(in_flight);
-                    }
-                }
+                cancel(shared, pid, secret).await;
                 return Ok(Opening::Cancelled);
             }
+            Packet::Startup(_)
+                if shared.tls.mode() == ListenTlsMode::Require && !io.stream.is_tls() =>
+            {
+                return Err(SessionError::TlsRequired);
+            }
             Packet::Startup(startup) => return check_version(io, startup).map(Opening::Session),
+        }
+    }
+}
+
+/// Answers an SSLRequest 'S' and runs the TLS handshake. Bytes the client sent after its
+/// SSLRequest, before the handshake, were not protected by it: they end the session instead
+/// of being read as if they were (the STARTTLS injection class).
+async fn upgrade(io: &mut ClientIo, acceptor: TlsAcceptor) -> Result<(), SessionError> {
+    if !io.rbuf.is_empty() {
+        return Err(FrameError::Malformed {
+            what: "data after SSLRequest before the TLS handshake",
+        }
+        .into());
+    }
+    io.stream.write_all(b"S").await?;
+    let Stream::Plain(tcp) = mem::replace(&mut io.stream, Stream::Upgrading) else {
+        return Err(FrameError::Malformed {
+            what: "repeated encryption request",
+        }
+        .into());
+    };
+    let tls = acceptor
+        .accept(tcp)
+        .await
+        .map_err(SessionError::Handshake)?;
+    io.stream = Stream::Tls(Box::new(tls));
+    Ok(())
+}
+
+/// Serves a CancelRequest: it reaches the server running this key's client's query now.
+async fn cancel(shared: &Shared, pid: i32, secret: i32) {
+    if let Some((target, in_flight)) = shared.cancels.begin(pid, secret) {
+        if let Err(error) = send_cancel(target).await {
+            // It may still arrive: the client's server connections stay marked
+            // (closed instead of reused) for the rest of its session.
+            tracing::debug!(%error, "cancel request not confirmed");
+            std::mem::forget(in_flight);
         }
     }
 }

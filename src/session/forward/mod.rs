@@ -5,7 +5,6 @@
 //! holds it (session mode, or pinned by session state).
 
 use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWriteExt;
 
 use super::params::ClientParams;
 use super::startup::ClientIo;
@@ -28,7 +27,7 @@ mod release;
 mod send;
 mod tally;
 
-use io::{client_read, server_read, server_write};
+use io::{client_read, send, server_read, server_send};
 pub use tally::Tally;
 
 /// Past this many bytes queued for one side, the loop stops reading from the other.
@@ -156,7 +155,10 @@ impl<'a> Session<'a> {
                 }
                 Event::ClientWrote(wrote) => {
                     // A client reading its results is not silent.
-                    self.io.wbuf.advance(wrote?);
+                    // (Nothing written: a TLS session's flush.)
+                    let wrote = wrote?;
+                    self.io.wbuf.advance(wrote);
+                    self.io.unflushed = wrote > 0 && self.io.stream.is_tls();
                     self.reg.watch.heard();
                 }
                 Event::ServerRead(read) => {
@@ -166,7 +168,11 @@ impl<'a> Session<'a> {
                     self.server_bytes()?;
                 }
                 Event::ServerWrote(wrote) => {
-                    self.to_server.advance(wrote.map_err(ServerError::Io)?);
+                    let wrote = wrote.map_err(ServerError::Io)?;
+                    self.to_server.advance(wrote);
+                    if let Link::Held(conn, _) = &mut self.link {
+                        conn.unflushed = wrote > 0 && conn.stream.is_tls();
+                    }
                     self.release_at_rest();
                 }
                 Event::Shutdown => return Err(SessionError::Shutdown),
@@ -242,12 +248,12 @@ impl<'a> Session<'a> {
             ..
         } = self;
         let (mut client_r, mut client_w) = io.stream.split();
-        let (server, at_rest) = match link {
+        let (server, at_rest, server_unflushed) = match link {
             Link::Held(conn, _) => {
-                let at_rest = conn.at_rest();
-                (Some(&mut **conn), at_rest)
+                let (at_rest, unflushed) = (conn.at_rest(), conn.unflushed);
+                (Some(&mut **conn), at_rest, unflushed)
             }
-            Link::Idle => (None, true),
+            Link::Idle => (None, true, false),
         };
         let (mut server_r, mut server_w) = match server {
             Some(c) => {
@@ -264,8 +270,8 @@ impl<'a> Session<'a> {
             biased;
             _ = shared.abort.cancelled() => Event::Shutdown,
             _ = shared.shutdown.cancelled(), if at_rest && io.wbuf.is_empty() => Event::Shutdown,
-            wrote = client_w.write(&io.wbuf), if !io.wbuf.is_empty() => Event::ClientWrote(wrote),
-            wrote = server_write(&mut server_w, to_server), if !to_server.is_empty() => Event::ServerWrote(wrote),
+            wrote = send(&mut client_w, &io.wbuf), if !io.wbuf.is_empty() || io.unflushed => Event::ClientWrote(wrote),
+            wrote = server_send(&mut server_w, to_server), if !to_server.is_empty() || server_unflushed => Event::ServerWrote(wrote),
             read = server_read(&mut server_r), if read_server => Event::ServerRead(read),
             read = client_read(&mut client_r, &mut io.rbuf), if read_client => Event::ClientRead(read),
             () = reg.watch.rung() => Event::Rung,
