@@ -7,6 +7,7 @@
 pub mod limits;
 mod listen;
 mod reaper;
+mod secrets;
 mod tls;
 pub mod units;
 
@@ -114,7 +115,11 @@ pub struct User {
     /// Login name.
     pub name: String,
     /// Plaintext, "md5<32 hex>" or a "SCRAM-SHA-256$…" secret.
+    #[serde(default)]
     pub password: String,
+    /// A file whose first line is the password (instead of `password`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
     /// Account the user belongs to; `None` means the user's own name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
@@ -192,12 +197,19 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text).map_err(|err| err.with_path(path))
+        Self::parse_in(&text, path.parent()).map_err(|err| err.with_path(path))
     }
 
-    /// Parses and validates config text.
+    /// Parses and validates config text (a `password_file` is taken from the working
+    /// directory).
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|err| parse_error(text, &err))?;
+        Self::parse_in(text, None)
+    }
+
+    /// Parses config text, reads the password files (relative to `base`) and validates.
+    fn parse_in(text: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|err| parse_error(text, &err))?;
+        secrets::read_password_files(&mut config.users, base).map_err(|err| err.locate(text))?;
         config.validate().map_err(|err| err.locate(text))?;
         Ok(config)
     }

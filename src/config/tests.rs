@@ -9,6 +9,7 @@ fn app_user() -> User {
     User {
         name: "app".to_owned(),
         password: "app".to_owned(),
+        password_file: None,
         account: Some("default".to_owned()),
         auth_method: None,
     }

@@ -76,6 +76,15 @@ pub enum Reason {
         /// How the password is stored.
         stored: PasswordKind,
     },
+    /// Both `password` and `password_file` are set.
+    #[error("is set, and so is the password beside it: keep one")]
+    PasswordTwice,
+    /// A `password_file` that cannot be read (the error never shows its content).
+    #[error("cannot be read ({kind})")]
+    SecretFile {
+        /// What the operating system said.
+        kind: std::io::ErrorKind,
+    },
 }
 
 /// Validates a whole config; the first problem found is returned (without a line yet).
@@ -237,7 +246,12 @@ fn user(index: usize, user: &User) -> Result<(), ConfigError> {
     )?;
     let account_ok = user.account.as_deref().is_none_or(|a| !a.is_empty());
     check(&user_key(index, "account"), account_ok, Reason::Empty)?;
-    password(&user_key(index, "password"), user)?;
+    let field = if user.password_file.is_some() {
+        "password_file"
+    } else {
+        "password"
+    };
+    password(&user_key(index, field), user)?;
     auth_method(&user_key(index, "auth_method"), user)
 }
 
@@ -291,7 +305,7 @@ fn check_scram_secret(secret: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn user_key(index: usize, field: &str) -> String {
+pub(super) fn user_key(index: usize, field: &str) -> String {
     format!("users[{index}].{field}")
 }
 
@@ -311,7 +325,7 @@ fn positive(key: &str, value: Duration) -> Result<(), ConfigError> {
     check(key, !value.is_zero(), Reason::ZeroDuration)
 }
 
-fn invalid(key: &str, reason: Reason) -> ConfigError {
+pub(super) fn invalid(key: &str, reason: Reason) -> ConfigError {
     ConfigError::Invalid {
         path: None,
         key: key.to_owned(),

@@ -278,6 +278,7 @@ impl Cluster {
             config.users.push(crate::config::User {
                 name: APP.into(),
                 password: APP.into(),
+                password_file: None,
                 account: None,
                 auth_method: None,
             });

@@ -9,6 +9,7 @@ fn user(name: &str, password: &str, method: Option<AuthMethod>) -> User {
     User {
         name: name.into(),
         password: password.into(),
+        password_file: None,
         account: None,
         auth_method: method,
     }
