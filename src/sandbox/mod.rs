@@ -10,7 +10,7 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::Duration;
 use std::{fs, io};
 
@@ -20,6 +20,7 @@ pub use setup::free_port;
 use setup::{blocking, cluster_root, run, template, write_owned, Pg};
 pub use setup::{find_bin_dir, remove_template};
 
+mod access;
 mod setup;
 #[cfg(test)]
 mod tests;
@@ -30,8 +31,6 @@ type Result<T, E = SandboxError> = std::result::Result<T, E>;
 const PORT_ATTEMPTS: u32 = 5;
 /// Bound on a client's connection attempt.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Logins tried, 100 ms apart, while the server reloads pg_hba.conf.
-const HBA_RELOAD_ATTEMPTS: u32 = 50;
 
 /// Errors of starting, stopping or talking to a sandbox cluster.
 #[derive(Debug, thiserror::Error)]
@@ -247,6 +246,7 @@ impl Cluster {
         Ok(self.connect(Self::SUPERUSER, password, database).await?)
     }
 
+    /// A client over TCP.
     async fn connect(&self, user: &str, pass: &str, db: &str) -> Result<Client, PgError> {
         let mut config = tokio_postgres::Config::new();
         config.host(Self::HOST).port(self.port).user(user);
@@ -282,61 +282,6 @@ impl Cluster {
                 auth_method: None,
             });
         }
-    }
-
-    /// `CREATE ROLE user LOGIN PASSWORD password` (ALTER if it exists) and
-    /// `CREATE DATABASE database OWNER user` unless the database exists.
-    pub async fn create_login(&self, user: &str, password: &str, database: &str) -> Result<()> {
-        self.ensure_login("scram-sha-256", user, password, database)
-            .await
-    }
-
-    /// Like [`Cluster::create_login`], but the password is stored md5-hashed and pg_hba.conf
-    /// lets this user log in with md5; returns once such a login succeeds.
-    pub async fn create_md5_login(&self, user: &str, password: &str, database: &str) -> Result<()> {
-        self.ensure_login("md5", user, password, database).await?;
-        self.allow_md5(user)?;
-        let client = self.superuser("postgres").await?;
-        client.batch_execute("SELECT pg_reload_conf()").await?;
-        // The postmaster reloads pg_hba.conf asynchronously: retry until it has.
-        let mut attempt = 1;
-        loop {
-            match self.connect(user, password, database).await {
-                Err(_) if attempt < HBA_RELOAD_ATTEMPTS => attempt += 1,
-                result => return result.map(drop).map_err(SandboxError::from),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn ensure_login(&self, encryption: &str, user: &str, pw: &str, db: &str) -> Result<()> {
-        let client = self.superuser("postgres").await?;
-        let set = format!("SET password_encryption = {}", quote_literal(encryption));
-        client.batch_execute(&set).await?;
-        let sql = "SELECT 1 FROM pg_roles WHERE rolname = $1";
-        let exists = client.query_opt(sql, &[&user]).await?.is_some();
-        let verb = if exists { "ALTER" } else { "CREATE" };
-        let (role, secret) = (quote_ident(user), quote_literal(pw));
-        let sql = format!("{verb} ROLE {role} LOGIN PASSWORD {secret}");
-        client.batch_execute(&sql).await?;
-        let sql = "SELECT 1 FROM pg_database WHERE datname = $1";
-        if client.query_opt(sql, &[&db]).await?.is_none() {
-            let sql = format!("CREATE DATABASE {} OWNER {role}", quote_ident(db));
-            client.batch_execute(&sql).await?;
-        }
-        Ok(())
-    }
-
-    /// Puts an md5 rule for `user` in front of the SCRAM rule of pg_hba.conf.
-    fn allow_md5(&self, user: &str) -> Result<()> {
-        let _guard = self.hba.lock().unwrap_or_else(PoisonError::into_inner);
-        let path = self.data_dir.join("pg_hba.conf");
-        let hba = fs::read_to_string(&path).map_err(io_err(&path))?;
-        let rule = format!("host all {} 127.0.0.1/32 md5\n", quote_ident(user));
-        if hba.contains(&rule) {
-            return Ok(());
-        }
-        fs::write(&path, rule + &hba).map_err(io_err(&path))
     }
 
     /// Stops the server now (`pg_ctl stop -m fast`); Drop still removes the directory.
