@@ -240,25 +240,22 @@ impl Cluster {
         &self.data_dir
     }
 
-    /// A superuser client over TCP (SCRAM); the connection task is spawned on the current runtime.
+    /// A superuser client over the private unix socket (trust), so that it works whatever
+    /// pg_hba.conf asks of TCP clients (TLS, md5); the connection task is spawned on the
+    /// current runtime.
     pub async fn superuser(&self, database: &str) -> Result<Client> {
-        let password = Self::SUPERUSER_PASSWORD;
-        Ok(self.connect(Self::SUPERUSER, password, database).await?)
+        let mut config = tokio_postgres::Config::new();
+        config.host_path(&self.root).port(self.port);
+        config.user(Self::SUPERUSER).dbname(database);
+        Ok(spawn_client(config).await?)
     }
 
-    /// A client over TCP.
+    /// A client over TCP, without TLS.
     async fn connect(&self, user: &str, pass: &str, db: &str) -> Result<Client, PgError> {
         let mut config = tokio_postgres::Config::new();
         config.host(Self::HOST).port(self.port).user(user);
         config.password(pass).dbname(db);
-        let connecting = config.connect_timeout(CONNECT_TIMEOUT).connect(NoTls);
-        let (client, connection) = connecting.await?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "sandbox client connection ended");
-            }
-        });
-        Ok(client)
+        spawn_client(config).await
     }
 
     /// A cluster with the login role and database `app` (password `app`) that `demo`, the
@@ -309,4 +306,16 @@ impl Drop for Cluster {
             tracing::warn!(%error, %dir, "could not remove sandbox cluster");
         }
     }
+}
+
+/// Connects without TLS, and spawns the connection task on the current runtime.
+async fn spawn_client(mut config: tokio_postgres::Config) -> Result<Client, PgError> {
+    let connecting = config.connect_timeout(CONNECT_TIMEOUT).connect(NoTls);
+    let (client, connection) = connecting.await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "sandbox client connection ended");
+        }
+    });
+    Ok(client)
 }
