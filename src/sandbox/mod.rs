@@ -24,6 +24,7 @@ mod access;
 mod setup;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 type Result<T, E = SandboxError> = std::result::Result<T, E>;
 
@@ -31,6 +32,8 @@ type Result<T, E = SandboxError> = std::result::Result<T, E>;
 const PORT_ATTEMPTS: u32 = 5;
 /// Bound on a client's connection attempt.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lines of the server log that an error carries.
+const LOG_TAIL_LINES: usize = 20;
 
 /// Errors of starting, stopping or talking to a sandbox cluster.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +72,14 @@ pub enum SandboxError {
         /// The underlying error.
         #[from]
         source: PgError,
+    },
+    /// The server did not take up a change of its configuration.
+    #[error("the server did not apply {what}: {log}")]
+    NotApplied {
+        /// The change: a reload, TLS.
+        what: &'static str,
+        /// The end of the server log, which says why.
+        log: String,
     },
     /// The blocking task running the programs was cancelled.
     #[error("sandbox task cancelled")]
@@ -183,6 +194,8 @@ impl Cluster {
             self.port
         );
         conf += &format!("max_connections = {}\n", opts.max_connections);
+        // Written by enable_tls; before extra_conf, so that a test's own lines win.
+        conf += &format!("include_if_exists = {}\n", quote_literal(tls::CONF_FILE));
         opts.extra_conf
             .iter()
             .for_each(|line| conf += &format!("{line}\n"));
@@ -203,6 +216,13 @@ impl Cluster {
 
     fn log(&self) -> String {
         fs::read_to_string(self.root.join("log")).unwrap_or_default()
+    }
+
+    /// The last lines of the server log, for an error.
+    fn log_tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
     }
 
     /// The host the server listens on: "127.0.0.1".
