@@ -10,7 +10,7 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::Duration;
 use std::{fs, io};
 
@@ -20,9 +20,11 @@ pub use setup::free_port;
 use setup::{blocking, cluster_root, run, template, write_owned, Pg};
 pub use setup::{find_bin_dir, remove_template};
 
+mod access;
 mod setup;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 type Result<T, E = SandboxError> = std::result::Result<T, E>;
 
@@ -30,8 +32,8 @@ type Result<T, E = SandboxError> = std::result::Result<T, E>;
 const PORT_ATTEMPTS: u32 = 5;
 /// Bound on a client's connection attempt.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Logins tried, 100 ms apart, while the server reloads pg_hba.conf.
-const HBA_RELOAD_ATTEMPTS: u32 = 50;
+/// Lines of the server log that an error carries.
+const LOG_TAIL_LINES: usize = 20;
 
 /// Errors of starting, stopping or talking to a sandbox cluster.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +72,14 @@ pub enum SandboxError {
         /// The underlying error.
         #[from]
         source: PgError,
+    },
+    /// The server did not take up a change of its configuration.
+    #[error("the server did not apply {what}: {log}")]
+    NotApplied {
+        /// The change: a reload, TLS.
+        what: &'static str,
+        /// The end of the server log, which says why.
+        log: String,
     },
     /// The blocking task running the programs was cancelled.
     #[error("sandbox task cancelled")]
@@ -184,6 +194,8 @@ impl Cluster {
             self.port
         );
         conf += &format!("max_connections = {}\n", opts.max_connections);
+        // Written by enable_tls; before extra_conf, so that a test's own lines win.
+        conf += &format!("include_if_exists = {}\n", quote_literal(tls::CONF_FILE));
         opts.extra_conf
             .iter()
             .for_each(|line| conf += &format!("{line}\n"));
@@ -204,6 +216,13 @@ impl Cluster {
 
     fn log(&self) -> String {
         fs::read_to_string(self.root.join("log")).unwrap_or_default()
+    }
+
+    /// The last lines of the server log, for an error.
+    fn log_tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
     }
 
     /// The host the server listens on: "127.0.0.1".
@@ -241,24 +260,22 @@ impl Cluster {
         &self.data_dir
     }
 
-    /// A superuser client over TCP (SCRAM); the connection task is spawned on the current runtime.
+    /// A superuser client over the private unix socket (trust), so that it works whatever
+    /// pg_hba.conf asks of TCP clients (TLS, md5); the connection task is spawned on the
+    /// current runtime.
     pub async fn superuser(&self, database: &str) -> Result<Client> {
-        let password = Self::SUPERUSER_PASSWORD;
-        Ok(self.connect(Self::SUPERUSER, password, database).await?)
+        let mut config = tokio_postgres::Config::new();
+        config.host_path(&self.root).port(self.port);
+        config.user(Self::SUPERUSER).dbname(database);
+        Ok(spawn_client(config).await?)
     }
 
+    /// A client over TCP, without TLS.
     async fn connect(&self, user: &str, pass: &str, db: &str) -> Result<Client, PgError> {
         let mut config = tokio_postgres::Config::new();
         config.host(Self::HOST).port(self.port).user(user);
         config.password(pass).dbname(db);
-        let connecting = config.connect_timeout(CONNECT_TIMEOUT).connect(NoTls);
-        let (client, connection) = connecting.await?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "sandbox client connection ended");
-            }
-        });
-        Ok(client)
+        spawn_client(config).await
     }
 
     /// A cluster with the login role and database `app` (password `app`) that `demo`, the
@@ -283,61 +300,6 @@ impl Cluster {
                 auth_method: None,
             });
         }
-    }
-
-    /// `CREATE ROLE user LOGIN PASSWORD password` (ALTER if it exists) and
-    /// `CREATE DATABASE database OWNER user` unless the database exists.
-    pub async fn create_login(&self, user: &str, password: &str, database: &str) -> Result<()> {
-        self.ensure_login("scram-sha-256", user, password, database)
-            .await
-    }
-
-    /// Like [`Cluster::create_login`], but the password is stored md5-hashed and pg_hba.conf
-    /// lets this user log in with md5; returns once such a login succeeds.
-    pub async fn create_md5_login(&self, user: &str, password: &str, database: &str) -> Result<()> {
-        self.ensure_login("md5", user, password, database).await?;
-        self.allow_md5(user)?;
-        let client = self.superuser("postgres").await?;
-        client.batch_execute("SELECT pg_reload_conf()").await?;
-        // The postmaster reloads pg_hba.conf asynchronously: retry until it has.
-        let mut attempt = 1;
-        loop {
-            match self.connect(user, password, database).await {
-                Err(_) if attempt < HBA_RELOAD_ATTEMPTS => attempt += 1,
-                result => return result.map(drop).map_err(SandboxError::from),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn ensure_login(&self, encryption: &str, user: &str, pw: &str, db: &str) -> Result<()> {
-        let client = self.superuser("postgres").await?;
-        let set = format!("SET password_encryption = {}", quote_literal(encryption));
-        client.batch_execute(&set).await?;
-        let sql = "SELECT 1 FROM pg_roles WHERE rolname = $1";
-        let exists = client.query_opt(sql, &[&user]).await?.is_some();
-        let verb = if exists { "ALTER" } else { "CREATE" };
-        let (role, secret) = (quote_ident(user), quote_literal(pw));
-        let sql = format!("{verb} ROLE {role} LOGIN PASSWORD {secret}");
-        client.batch_execute(&sql).await?;
-        let sql = "SELECT 1 FROM pg_database WHERE datname = $1";
-        if client.query_opt(sql, &[&db]).await?.is_none() {
-            let sql = format!("CREATE DATABASE {} OWNER {role}", quote_ident(db));
-            client.batch_execute(&sql).await?;
-        }
-        Ok(())
-    }
-
-    /// Puts an md5 rule for `user` in front of the SCRAM rule of pg_hba.conf.
-    fn allow_md5(&self, user: &str) -> Result<()> {
-        let _guard = self.hba.lock().unwrap_or_else(PoisonError::into_inner);
-        let path = self.data_dir.join("pg_hba.conf");
-        let hba = fs::read_to_string(&path).map_err(io_err(&path))?;
-        let rule = format!("host all {} 127.0.0.1/32 md5\n", quote_ident(user));
-        if hba.contains(&rule) {
-            return Ok(());
-        }
-        fs::write(&path, rule + &hba).map_err(io_err(&path))
     }
 
     /// Stops the server now (`pg_ctl stop -m fast`); Drop still removes the directory.
@@ -365,4 +327,16 @@ impl Drop for Cluster {
             tracing::warn!(%error, %dir, "could not remove sandbox cluster");
         }
     }
+}
+
+/// Connects without TLS, and spawns the connection task on the current runtime.
+async fn spawn_client(mut config: tokio_postgres::Config) -> Result<Client, PgError> {
+    let connecting = config.connect_timeout(CONNECT_TIMEOUT).connect(NoTls);
+    let (client, connection) = connecting.await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "sandbox client connection ended");
+        }
+    });
+    Ok(client)
 }

@@ -2,7 +2,9 @@
 //! private directories and the process helpers behind [`Cluster`].
 
 use std::ffi::{OsStr, OsString};
-use std::os::unix::{fs::lchown, fs::PermissionsExt, process::CommandExt};
+use std::io::Write;
+use std::os::unix::fs::{lchown, OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -209,9 +211,23 @@ fn private_dir(pg: &Pg, path: &Path) -> io::Result<()> {
     pg.chown(path)
 }
 
+/// Writes `path`, owned by the account that runs PostgreSQL.
 pub(super) fn write_owned(pg: &Pg, path: &Path, text: &str) -> Result<()> {
     let written = fs::write(path, text).and_then(|()| pg.chown(path));
     written.map_err(io_err(path))
+}
+
+/// Like [`write_owned`], with mode 0600 from its creation on: PostgreSQL refuses a private
+/// key that others may read.
+pub(super) fn write_private(pg: &Pg, path: &Path, text: &str) -> Result<()> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true).mode(0o600);
+    let written = options.open(path).and_then(|mut file| {
+        // A file that existed keeps its mode on open: set it in any case.
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+        file.write_all(text.as_bytes())
+    });
+    written.and_then(|()| pg.chown(path)).map_err(io_err(path))
 }
 
 /// A new, empty, private directory for one cluster.

@@ -1,5 +1,6 @@
 //! Tests of the sandbox: real clusters started, used, stopped and removed.
 
+use super::access::tls_only;
 use super::setup::{account, version_key};
 use super::*;
 
@@ -113,4 +114,30 @@ fn finds_binaries_reads_accounts_orders_versions() {
     let mut versions = ["9.6", "15", "12"].map(version_key);
     versions.sort_by(|a, b| b.cmp(a));
     assert_eq!(versions, [vec![15], vec![12], vec![9, 6]]);
+}
+
+#[test]
+fn tls_only_makes_host_rules_hostssl_and_rejects_the_rest_once() {
+    let hba = "local all all trust\nhost all \"u\" 127.0.0.1/32 md5\n\
+        host all all 127.0.0.1/32 scram-sha-256\n";
+    let want = "local all all trust\nhostssl all \"u\" 127.0.0.1/32 md5\n\
+        hostssl all all 127.0.0.1/32 scram-sha-256\n\
+        hostnossl all all 127.0.0.1/32 reject\n";
+    assert_eq!(tls_only(hba), want);
+    assert_eq!(tls_only(want), want);
+}
+
+#[tokio::test]
+async fn reload_waits_and_a_bad_certificate_is_refused_with_the_log() {
+    let cluster = started().await;
+    cluster.reload().await.expect("reload");
+    let refused = cluster.enable_tls("not a certificate", "not a key").await;
+    match refused {
+        Err(SandboxError::NotApplied { what: "TLS", log }) => {
+            assert!(log.contains("certificate"), "{log}");
+        }
+        other => panic!("a bad certificate must be refused: {other:?}"),
+    }
+    // The superuser's unix socket does not depend on TLS.
+    cluster.superuser("postgres").await.expect("still answers");
 }

@@ -5,6 +5,7 @@
 
 mod auth;
 mod caps;
+mod certs;
 mod cli;
 mod common;
 mod differential;
@@ -20,4 +21,5 @@ mod raw;
 mod reaping;
 mod state;
 mod storm;
+mod tls;
 mod tools;

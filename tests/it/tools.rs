@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use crate::common::Harness;
 
 /// Finds a PostgreSQL client program on PATH or beside the server binaries.
-fn program(name: &str) -> std::path::PathBuf {
+pub fn program(name: &str) -> std::path::PathBuf {
     let dir = pgbroker::sandbox::find_bin_dir().expect("PostgreSQL binaries");
     let beside = dir.join(name);
     if beside.exists() {
