@@ -9,6 +9,7 @@
 //! Layout:
 //! - `secret`: stored credentials ([`Secret`], [`ScramSecret`]) and the PBKDF2 derivation;
 //! - `scram`: one server-side SCRAM exchange ([`ScramExchange`]), with a mock for unknown users;
+//! - `endpoint`: the tls-server-end-point hash of a certificate ([`tls_server_end_point`]);
 //! - `password`: the md5 and cleartext checks;
 //! - `cache`: derived SCRAM keys for plaintext passwords ([`KeyCache`]);
 //! - `users`: the configured users ([`UserEntry`]);
@@ -17,12 +18,14 @@
 //! Secrets never reach an error message, a `Debug` line or a log: every `Debug` is redacted.
 
 mod cache;
+mod endpoint;
 mod password;
 mod scram;
 mod secret;
 mod users;
 
 pub use cache::KeyCache;
+pub use endpoint::{tls_server_end_point, EndPointError};
 pub use password::{md5_verify, verify_cleartext};
 pub use scram::{ScramExchange, MAX_SCRAM_MESSAGE_LEN, SCRAM_MECHANISM};
 pub use secret::{scram_secret, ScramSecret, Secret, SCRAM_DEFAULT_ITERATIONS};
