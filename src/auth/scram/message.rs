@@ -7,8 +7,40 @@ use base64::Engine;
 
 use super::{malformed, AuthError, MAX_SCRAM_MESSAGE_LEN};
 
+/// The gs2-cbind-flag of client-first-message (RFC 5802 §7).
+#[derive(Clone, Copy)]
+pub(super) enum Gs2Flag<'a> {
+    /// `n`: the client does not do channel binding.
+    ClientLacks,
+    /// `y`: the client does, but believes the server does not.
+    ServerLacks,
+    /// `p=<cb-name>`: the client binds with this channel binding type.
+    Binds(&'a str),
+}
+
+impl<'a> Gs2Flag<'a> {
+    /// `n`, `y` or `p=<cb-name>`, a cb-name being letters, digits, `.` and `-` (RFC 5802 §7).
+    fn parse(flag: &'a str) -> Result<Gs2Flag<'a>, AuthError> {
+        let cb_name = |name: &str| {
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        };
+        match flag {
+            "n" => Ok(Gs2Flag::ClientLacks),
+            "y" => Ok(Gs2Flag::ServerLacks),
+            _ => match flag.strip_prefix("p=") {
+                Some(name) if cb_name(name) => Ok(Gs2Flag::Binds(name)),
+                _ => Err(malformed("bad gs2 header")),
+            },
+        }
+    }
+}
+
 /// The parts of client-first-message the exchange needs.
 pub(super) struct ClientFirst<'a> {
+    pub(super) flag: Gs2Flag<'a>,
     pub(super) gs2_header: &'a str,
     pub(super) bare: &'a str,
     pub(super) nonce: &'a str,
@@ -17,21 +49,25 @@ pub(super) struct ClientFirst<'a> {
 impl<'a> ClientFirst<'a> {
     /// `gs2-header client-first-message-bare`, e.g. `n,,n=,r=abc`.
     pub(super) fn parse(msg: &'a str) -> Result<ClientFirst<'a>, AuthError> {
-        match msg.as_bytes() {
-            [b'n' | b'y', b',', b',', ..] => {}
-            [b'n' | b'y', b',', b'a', b'=', ..] => {
-                return Err(AuthError::Unsupported {
-                    what: "SCRAM authorization identity",
-                })
-            }
-            [b'p', ..] => return Err(malformed("channel binding requested (p=)")),
-            _ => return Err(malformed("bad gs2 header")),
-        }
-        let (Some(gs2_header), Some(bare)) = (msg.get(..3), msg.get(3..)) else {
+        let mut parts = msg.splitn(3, ',');
+        let (Some(flag), Some(authzid), Some(bare)) = (parts.next(), parts.next(), parts.next())
+        else {
             return Err(malformed("bad gs2 header"));
         };
+        let flag = Gs2Flag::parse(flag)?;
+        if authzid.starts_with("a=") {
+            return Err(AuthError::Unsupported {
+                what: "SCRAM authorization identity",
+            });
+        }
+        if !authzid.is_empty() {
+            return Err(malformed("bad gs2 header"));
+        }
+        // `bare` is the tail of `msg`, so this is everything up to the second comma.
+        let gs2_header = msg.strip_suffix(bare).ok_or(malformed("bad gs2 header"))?;
         let nonce = parse_bare(bare)?;
         Ok(ClientFirst {
+            flag,
             gs2_header,
             bare,
             nonce,
