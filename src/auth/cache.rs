@@ -171,10 +171,14 @@ mod tests {
         // A soft hyphen is mapped to nothing by SASLprep, on the client and here alike.
         for password in ["app", "a\u{ad}pp"] {
             let secret = cache.scram_secret_for("app", &plain(password)).await;
-            let mut server = ScramExchange::new("app", secret);
+            let mut server = ScramExchange::new("app", secret, crate::auth::ChannelBinding::None);
             let mut client = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
             client
-                .update(&server.client_first(client.message()).unwrap())
+                .update(
+                    &server
+                        .client_first(crate::auth::SCRAM_MECHANISM, client.message())
+                        .unwrap(),
+                )
                 .unwrap();
             let server_final = server.client_final(client.message()).unwrap();
             client.finish(&server_final).unwrap();

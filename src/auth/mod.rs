@@ -1,5 +1,6 @@
-//! Client-facing authentication: SCRAM-SHA-256, md5 and cleartext password checks against the
-//! credentials in the config, as pure logic with no I/O.
+//! Client-facing authentication: SCRAM-SHA-256 (and SCRAM-SHA-256-PLUS with tls-server-end-point
+//! channel binding when the caller has a TLS certificate to bind to), md5 and cleartext password
+//! checks against the credentials in the config, as pure logic with no I/O.
 //!
 //! The session reads and frames the messages; this module gets their bodies as byte slices and
 //! returns the bytes to send back. It follows Postgres's own server side:
@@ -8,7 +9,9 @@
 //!
 //! Layout:
 //! - `secret`: stored credentials ([`Secret`], [`ScramSecret`]) and the PBKDF2 derivation;
-//! - `scram`: one server-side SCRAM exchange ([`ScramExchange`]), with a mock for unknown users;
+//! - `scram`: one server-side SCRAM exchange ([`ScramExchange`]), with a mock for unknown users,
+//!   and what a connection offers to bind it to ([`ChannelBinding`]);
+//! - `endpoint`: the tls-server-end-point hash of a certificate ([`tls_server_end_point`]);
 //! - `password`: the md5 and cleartext checks;
 //! - `cache`: derived SCRAM keys for plaintext passwords ([`KeyCache`]);
 //! - `users`: the configured users ([`UserEntry`]);
@@ -17,14 +20,18 @@
 //! Secrets never reach an error message, a `Debug` line or a log: every `Debug` is redacted.
 
 mod cache;
+mod endpoint;
 mod password;
 mod scram;
 mod secret;
 mod users;
 
 pub use cache::KeyCache;
+pub use endpoint::{tls_server_end_point, EndPointError};
 pub use password::{md5_verify, verify_cleartext};
-pub use scram::{ScramExchange, MAX_SCRAM_MESSAGE_LEN, SCRAM_MECHANISM};
+pub use scram::{
+    ChannelBinding, ScramExchange, MAX_SCRAM_MESSAGE_LEN, SCRAM_MECHANISM, SCRAM_PLUS_MECHANISM,
+};
 pub use secret::{scram_secret, ScramSecret, Secret, SCRAM_DEFAULT_ITERATIONS};
 pub use users::UserEntry;
 
@@ -54,6 +61,16 @@ pub enum AuthError {
     #[error("invalid password secret: {what}")]
     BadSecret {
         /// What is wrong with it.
+        what: &'static str,
+    },
+    /// SCRAM channel binding refused: the client bound to another certificate (a
+    /// man-in-the-middle, or a TLS-terminating proxy in front of the broker), or chose a binding
+    /// that contradicts the offer (a downgrade to `y`, PLUS where it was not offered). Kept apart
+    /// from [`AuthError::BadPassword`] so the log says why; it is decided before the proof and
+    /// from the connection alone, so it tells nothing about the user or the password.
+    #[error("SCRAM channel binding failed: {what}")]
+    ChannelBinding {
+        /// What did not match.
         what: &'static str,
     },
     /// A SCRAM step arrived in the wrong order (or after the exchange failed or finished).

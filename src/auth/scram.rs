@@ -1,15 +1,24 @@
-//! The server side of one SCRAM-SHA-256 exchange (RFC 5802, RFC 7677), as Postgres does it:
-//! <https://www.postgresql.org/docs/current/sasl-authentication.html>.
+//! The server side of one SCRAM-SHA-256 or SCRAM-SHA-256-PLUS exchange (RFC 5802, RFC 7677),
+//! as Postgres does it: <https://www.postgresql.org/docs/current/sasl-authentication.html>.
 //!
 //! Like Postgres, the user name in client-first-message is ignored (the startup packet names
-//! the user) and an authorization identity is refused. Channel binding is not offered yet, so
-//! the gs2 header must be `n,,` or `y,,`; a client asking for `p=` is violating the protocol.
-//! When SCRAM-SHA-256-PLUS arrives, `y` must be refused whenever PLUS was offered (it signals a
-//! downgrade), and `p=` accepted with the TLS server end-point hash.
+//! the user) and an authorization identity is refused.
+//!
+//! Channel binding (RFC 5802 §6) follows Postgres's rules. The caller says per connection what
+//! it can bind to ([`ChannelBinding`]): on TLS, the tls-server-end-point hash of the broker's
+//! certificate (RFC 5929, see [`super::tls_server_end_point`]), and then SCRAM-SHA-256-PLUS is
+//! offered first. With PLUS the gs2 header must be `p=tls-server-end-point,,` and `c=` must
+//! carry that header followed by the hash; with plain SCRAM-SHA-256 the header is `n,,` or
+//! `y,,`, but `y` ("I could bind, but the server cannot") is refused whenever PLUS was offered,
+//! because it means something between client and broker removed PLUS from the list (a
+//! downgrade). `p=` with the plain mechanism, PLUS when it was not offered, and any other
+//! channel binding type are refused too.
 //!
 //! An unknown user gets a mock exchange whose salt is derived from the user name with a
 //! per-process random key, so its server-first-message looks like a real one and stays the same
 //! from one attempt to the next; it fails at the final step exactly like a wrong password.
+
+mod message;
 
 use std::mem;
 use std::sync::OnceLock;
@@ -19,11 +28,18 @@ use base64::Engine;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 
+use self::message::{as_message, ClientFinal, ClientFirst, Gs2Flag};
 use super::secret::{hmac_sha256, SALT_LEN};
 use super::{ct_eq, AuthError, ScramSecret, SCRAM_DEFAULT_ITERATIONS};
 
-/// The SASL mechanism name the broker offers in AuthenticationSASL.
+/// The SASL mechanism without channel binding, offered on every connection.
 pub const SCRAM_MECHANISM: &str = "SCRAM-SHA-256";
+
+/// The SASL mechanism with channel binding, offered when a [`ChannelBinding`] is available.
+pub const SCRAM_PLUS_MECHANISM: &str = "SCRAM-SHA-256-PLUS";
+
+/// The one channel binding type offered, as by Postgres (RFC 5929 §4).
+const CB_NAME: &str = "tls-server-end-point";
 
 /// Longest client-first or client-final message accepted. Real ones are about 100 bytes.
 pub const MAX_SCRAM_MESSAGE_LEN: usize = 1024;
@@ -31,7 +47,29 @@ pub const MAX_SCRAM_MESSAGE_LEN: usize = 1024;
 /// Random bytes in the server's half of the nonce (Postgres's `SCRAM_RAW_NONCE_LEN`).
 const SERVER_NONCE_LEN: usize = 18;
 
-/// The server side of one SCRAM-SHA-256 exchange: `client_first`, then `client_final`.
+/// What this connection can bind a SCRAM exchange to, decided by the caller per connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelBinding {
+    /// Nothing to bind to (plain TCP, or a certificate without a tls-server-end-point hash):
+    /// only SCRAM-SHA-256 is offered.
+    None,
+    /// The tls-server-end-point hash of the broker's certificate on this TLS connection
+    /// ([`super::tls_server_end_point`]): SCRAM-SHA-256-PLUS is offered too.
+    EndPoint(Vec<u8>),
+}
+
+impl ChannelBinding {
+    /// The mechanisms to list in AuthenticationSASL, in order of preference: PLUS first when
+    /// there is something to bind to, since a client takes the first one it supports.
+    pub fn mechanisms(&self) -> &'static [&'static str] {
+        match self {
+            ChannelBinding::None => &[SCRAM_MECHANISM],
+            ChannelBinding::EndPoint(_) => &[SCRAM_PLUS_MECHANISM, SCRAM_MECHANISM],
+        }
+    }
+}
+
+/// The server side of one SCRAM exchange: `client_first`, then `client_final`.
 pub struct ScramExchange {
     state: State,
 }
@@ -39,7 +77,11 @@ pub struct ScramExchange {
 /// Where the exchange stands; every step moves it on, a failed step ends it.
 enum State {
     /// Waiting for client-first-message.
-    Initial { secret: ScramSecret, doomed: bool },
+    Initial {
+        secret: ScramSecret,
+        doomed: bool,
+        binding: ChannelBinding,
+    },
     /// server-first-message sent; waiting for client-final-message.
     Challenged(Challenge),
     /// Finished, with success or failure; nothing more is accepted.
@@ -51,8 +93,10 @@ struct Challenge {
     secret: ScramSecret,
     /// A mock exchange for an unknown user: runs every step, then fails.
     doomed: bool,
-    /// `n,,` or `y,,`: what `c=` must encode.
-    gs2_header: String,
+    /// What `c=` must decode to: the gs2 header, then (with PLUS) the binding data.
+    cbind_input: Vec<u8>,
+    /// PLUS was negotiated: a `c=` mismatch is a failed binding, not a malformed message.
+    bound: bool,
     /// Client nonce followed by server nonce: what `r=` must repeat.
     nonce: String,
     /// `client-first-message-bare "," server-first-message ","`: the start of AuthMessage.
@@ -61,32 +105,49 @@ struct Challenge {
 
 impl ScramExchange {
     /// Starts an exchange for `user`; `secret` is `None` for an unknown user, which gets a mock
-    /// exchange that fails at the final step like a wrong password.
-    pub fn new(user: &str, secret: Option<ScramSecret>) -> ScramExchange {
+    /// exchange that fails at the final step like a wrong password. `binding` must be the one
+    /// whose [`ChannelBinding::mechanisms`] were offered to this client.
+    pub fn new(user: &str, secret: Option<ScramSecret>, binding: ChannelBinding) -> ScramExchange {
         let (secret, doomed) = match secret {
             Some(secret) => (secret, false),
             None => (mock_secret(user), true),
         };
         ScramExchange {
-            state: State::Initial { secret, doomed },
+            state: State::Initial {
+                secret,
+                doomed,
+                binding,
+            },
         }
     }
 
-    /// Takes client-first-message (the data of SASLInitialResponse) and returns
-    /// server-first-message.
-    pub fn client_first(&mut self, data: &[u8]) -> Result<Vec<u8>, AuthError> {
-        let State::Initial { secret, doomed } = mem::replace(&mut self.state, State::Done) else {
+    /// Takes the mechanism the client chose and client-first-message (both from
+    /// SASLInitialResponse) and returns server-first-message.
+    pub fn client_first(&mut self, mechanism: &str, data: &[u8]) -> Result<Vec<u8>, AuthError> {
+        let State::Initial {
+            secret,
+            doomed,
+            binding,
+        } = mem::replace(&mut self.state, State::Done)
+        else {
             return Err(AuthError::OutOfOrder {
                 step: "client-first",
             });
         };
+        let mechanism = Mechanism::choose(mechanism, binding)?;
         let first = ClientFirst::parse(as_message(data)?)?;
+        let binding_data = mechanism.negotiate(first.flag)?;
         let nonce = format!("{}{}", first.nonce, server_nonce());
         let salt = STANDARD.encode(&secret.salt);
         let server_first = format!("r={nonce},s={salt},i={}", secret.iterations);
         self.state = State::Challenged(Challenge {
             auth_prefix: format!("{},{server_first},", first.bare),
-            gs2_header: first.gs2_header.to_owned(),
+            cbind_input: [
+                first.gs2_header.as_bytes(),
+                binding_data.as_deref().unwrap_or(&[]),
+            ]
+            .concat(),
+            bound: binding_data.is_some(),
             nonce,
             secret,
             doomed,
@@ -95,7 +156,9 @@ impl ScramExchange {
     }
 
     /// Takes client-final-message (the data of SASLResponse) and returns server-final-message
-    /// (`v=…`), or [`AuthError::BadPassword`] when the proof is wrong or the user unknown.
+    /// (`v=…`), or [`AuthError::BadPassword`] when the proof is wrong or the user unknown, or
+    /// [`AuthError::ChannelBinding`] when PLUS was negotiated and the client saw another
+    /// certificate.
     pub fn client_final(&mut self, data: &[u8]) -> Result<Vec<u8>, AuthError> {
         let State::Challenged(challenge) = mem::replace(&mut self.state, State::Done) else {
             return Err(AuthError::OutOfOrder {
@@ -123,13 +186,22 @@ impl std::fmt::Debug for ScramExchange {
 }
 
 impl Challenge {
-    /// The channel binding and nonce must repeat what the first round agreed.
+    /// The channel binding and nonce must repeat what the first round agreed. Checked before
+    /// the proof, as Postgres does: the binding depends on the connection only, so its failure
+    /// says nothing about the user or the password.
     fn check(&self, last: &ClientFinal<'_>) -> Result<(), AuthError> {
-        if !STANDARD
+        let cbind_input = STANDARD
             .decode(last.channel_binding)
-            .is_ok_and(|cb| cb == self.gs2_header.as_bytes())
-        {
-            return Err(malformed("channel binding does not match the gs2 header"));
+            .map_err(|_| malformed("channel binding is not base64"))?;
+        // Constant time although the binding data is public: cheap, and no oracle to reason about.
+        if !ct_eq(&cbind_input, &self.cbind_input) {
+            return Err(if self.bound {
+                AuthError::ChannelBinding {
+                    what: "the client bound to another certificate",
+                }
+            } else {
+                malformed("channel binding does not match the gs2 header")
+            });
         }
         if last.nonce != self.nonce {
             return Err(malformed("nonce mismatch"));
@@ -156,109 +228,53 @@ impl Challenge {
     }
 }
 
-/// The parts of client-first-message the exchange needs.
-struct ClientFirst<'a> {
-    gs2_header: &'a str,
-    bare: &'a str,
-    nonce: &'a str,
+/// The mechanism the client chose, checked against what was offered.
+enum Mechanism {
+    /// SCRAM-SHA-256; `plus_offered` says whether SCRAM-SHA-256-PLUS was listed before it.
+    Plain { plus_offered: bool },
+    /// SCRAM-SHA-256-PLUS, bound to this tls-server-end-point hash.
+    Plus(Vec<u8>),
 }
 
-impl<'a> ClientFirst<'a> {
-    /// `gs2-header client-first-message-bare`, e.g. `n,,n=,r=abc`.
-    fn parse(msg: &'a str) -> Result<ClientFirst<'a>, AuthError> {
-        match msg.as_bytes() {
-            [b'n' | b'y', b',', b',', ..] => {}
-            [b'n' | b'y', b',', b'a', b'=', ..] => {
-                return Err(AuthError::Unsupported {
-                    what: "SCRAM authorization identity",
+impl Mechanism {
+    /// The client's choice, which must be one [`ChannelBinding::mechanisms`] offered.
+    fn choose(name: &str, binding: ChannelBinding) -> Result<Mechanism, AuthError> {
+        match (name, binding) {
+            (SCRAM_MECHANISM, binding) => Ok(Mechanism::Plain {
+                plus_offered: binding != ChannelBinding::None,
+            }),
+            (SCRAM_PLUS_MECHANISM, ChannelBinding::EndPoint(data)) => Ok(Mechanism::Plus(data)),
+            (SCRAM_PLUS_MECHANISM, ChannelBinding::None) => Err(AuthError::ChannelBinding {
+                what: "SCRAM-SHA-256-PLUS chosen but not offered",
+            }),
+            _ => Err(AuthError::Unsupported {
+                what: "SASL mechanism",
+            }),
+        }
+    }
+
+    /// Checks the gs2 header's flag against the mechanism (Postgres's rules); returns the
+    /// binding data `c=` must carry after the header, `None` without channel binding.
+    fn negotiate(self, flag: Gs2Flag<'_>) -> Result<Option<Vec<u8>>, AuthError> {
+        match (self, flag) {
+            (Mechanism::Plain { .. }, Gs2Flag::Binds(_)) => Err(malformed(
+                "channel binding requested (p=) with SCRAM-SHA-256",
+            )),
+            // The client could bind but believes the broker cannot, though PLUS was listed:
+            // someone in between edited the list.
+            (Mechanism::Plain { plus_offered: true }, Gs2Flag::ServerLacks) => {
+                Err(AuthError::ChannelBinding {
+                    what: "client saw no channel binding offered (downgrade)",
                 })
             }
-            [b'p', ..] => return Err(malformed("channel binding requested (p=)")),
-            _ => return Err(malformed("bad gs2 header")),
+            (Mechanism::Plain { .. }, _) => Ok(None),
+            (Mechanism::Plus(data), Gs2Flag::Binds(CB_NAME)) => Ok(Some(data)),
+            (Mechanism::Plus(_), Gs2Flag::Binds(_)) => Err(AuthError::Unsupported {
+                what: "channel binding type other than tls-server-end-point",
+            }),
+            (Mechanism::Plus(_), _) => Err(malformed("SCRAM-SHA-256-PLUS without p= header")),
         }
-        let (Some(gs2_header), Some(bare)) = (msg.get(..3), msg.get(3..)) else {
-            return Err(malformed("bad gs2 header"));
-        };
-        let nonce = parse_bare(bare)?;
-        Ok(ClientFirst {
-            gs2_header,
-            bare,
-            nonce,
-        })
     }
-}
-
-/// `n=<user>,r=<nonce>[,<extension>]*`: returns the nonce. The user name is ignored.
-fn parse_bare(bare: &str) -> Result<&str, AuthError> {
-    let mut parts = bare.split(',');
-    let user = parts.next().unwrap_or_default();
-    if user.starts_with("m=") {
-        return Err(AuthError::Unsupported {
-            what: "mandatory SCRAM extension",
-        });
-    }
-    attribute(Some(user), 'n').ok_or(malformed("missing user name (n=)"))?;
-    let nonce = attribute(parts.next(), 'r').ok_or(malformed("missing nonce (r=)"))?;
-    if nonce.is_empty() || !nonce.bytes().all(|b| matches!(b, 0x21..=0x7e)) {
-        return Err(malformed("nonce is not printable"));
-    }
-    extensions(parts)?;
-    Ok(nonce)
-}
-
-/// The parts of client-final-message the exchange needs.
-struct ClientFinal<'a> {
-    channel_binding: &'a str,
-    nonce: &'a str,
-    /// client-final-message-without-proof: the end of AuthMessage.
-    without_proof: &'a str,
-    proof: [u8; 32],
-}
-
-impl<'a> ClientFinal<'a> {
-    /// `c=<cbind>,r=<nonce>[,<extension>]*,p=<proof>`.
-    fn parse(msg: &'a str) -> Result<ClientFinal<'a>, AuthError> {
-        let (without_proof, proof) = msg.rsplit_once(",p=").ok_or(malformed("missing proof"))?;
-        let proof = STANDARD
-            .decode(proof)
-            .ok()
-            .and_then(|p| p.try_into().ok())
-            .ok_or(malformed("proof is not 32 bytes of base64"))?;
-        let mut parts = without_proof.split(',');
-        let channel_binding =
-            attribute(parts.next(), 'c').ok_or(malformed("missing channel binding (c=)"))?;
-        let nonce = attribute(parts.next(), 'r').ok_or(malformed("missing nonce (r=)"))?;
-        extensions(parts)?;
-        Ok(ClientFinal {
-            channel_binding,
-            nonce,
-            without_proof,
-            proof,
-        })
-    }
-}
-
-/// The value of `<name>=<value>`, if `part` is that attribute.
-fn attribute(part: Option<&str>, name: char) -> Option<&str> {
-    part?.strip_prefix(name)?.strip_prefix('=')
-}
-
-/// Optional extensions are ignored, as Postgres does, but each must look like `x=…`.
-fn extensions<'a>(mut parts: impl Iterator<Item = &'a str>) -> Result<(), AuthError> {
-    let well_formed = |p: &str| matches!(p.as_bytes(), [b'a'..=b'z' | b'A'..=b'Z', b'=', ..]);
-    if parts.all(well_formed) {
-        Ok(())
-    } else {
-        Err(malformed("bad attribute"))
-    }
-}
-
-/// A client message as text, within [`MAX_SCRAM_MESSAGE_LEN`].
-fn as_message(data: &[u8]) -> Result<&str, AuthError> {
-    if data.len() > MAX_SCRAM_MESSAGE_LEN {
-        return Err(malformed("SCRAM message too long"));
-    }
-    std::str::from_utf8(data).map_err(|_| malformed("SCRAM message is not UTF-8"))
 }
 
 /// The server's half of the nonce: random bytes, base64 (printable, no commas).

@@ -295,7 +295,7 @@ async fn scram(
         Some(secret) => shared.keys.scram_secret_for(user, secret).await,
         None => None,
     };
-    let mut exchange = ScramExchange::new(user, scram_secret);
+    let mut exchange = ScramExchange::new(user, scram_secret, auth::ChannelBinding::None);
     write::auth_sasl(&mut io.wbuf, auth::SCRAM_MECHANISM);
     io.flush().await?;
     let body = io.read_message(b'p').await?;
@@ -306,7 +306,7 @@ async fn scram(
         }
         .into());
     }
-    let server_first = exchange.client_first(data)?;
+    let server_first = exchange.client_first(mechanism, data)?;
     write::auth_sasl_continue(&mut io.wbuf, &server_first);
     io.flush().await?;
     let body = io.read_message(b'p').await?;

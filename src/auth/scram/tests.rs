@@ -3,34 +3,57 @@
 
 use super::*;
 use crate::auth::scram_secret;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use postgres_protocol::authentication::sasl::{self, ScramSha256};
 use postgres_protocol::password::scram_sha_256;
 use rand::RngExt;
 
-/// A full exchange with postgres-protocol's client; the client checks the server signature.
-fn login(secret: Option<ScramSecret>, password: &str, cb: ChannelBinding) -> Result<(), AuthError> {
-    let mut server = ScramExchange::new("app", secret);
+mod plus;
+
+/// A full exchange with postgres-protocol's client, which chooses `mechanism` and binds with
+/// `cb`; the client checks the server signature.
+fn exchange(
+    mut server: ScramExchange,
+    mechanism: &str,
+    password: &str,
+    cb: sasl::ChannelBinding,
+) -> Result<(), AuthError> {
     let mut client = ScramSha256::new(password.as_bytes(), cb);
-    let server_first = server.client_first(client.message())?;
+    let server_first = server.client_first(mechanism, client.message())?;
     client.update(&server_first).unwrap();
     let server_final = server.client_final(client.message())?;
     client.finish(&server_final).unwrap();
     Ok(())
 }
 
+/// A full SCRAM-SHA-256 exchange on a connection without channel binding.
+fn login(
+    secret: Option<ScramSecret>,
+    password: &str,
+    cb: sasl::ChannelBinding,
+) -> Result<(), AuthError> {
+    let server = ScramExchange::new("app", secret, ChannelBinding::None);
+    exchange(server, SCRAM_MECHANISM, password, cb)
+}
+
 fn login_n(secret: &ScramSecret, password: &str) -> Result<(), AuthError> {
     login(
         Some(secret.clone()),
         password,
-        ChannelBinding::unsupported(),
+        sasl::ChannelBinding::unsupported(),
     )
 }
 
 /// An exchange that has answered a well-formed client-first; returns it and the full nonce.
 fn challenged(gs2: &str) -> (ScramExchange, String) {
-    let mut server = ScramExchange::new("app", Some(ScramSecret::derive("pw", b"salt", 1)));
+    challenged_with(ChannelBinding::None, SCRAM_MECHANISM, gs2)
+}
+
+/// [`challenged`] on a connection offering `binding`, the client having chosen `mechanism`.
+fn challenged_with(binding: ChannelBinding, mechanism: &str, gs2: &str) -> (ScramExchange, String) {
+    let secret = ScramSecret::derive("pw", b"salt", 1);
+    let mut server = ScramExchange::new("app", Some(secret), binding);
     let first = server
-        .client_first(format!("{gs2}n=,r=abc").as_bytes())
+        .client_first(mechanism, format!("{gs2}n=,r=abc").as_bytes())
         .unwrap();
     let first = String::from_utf8(first).unwrap();
     let nonce = first.strip_prefix("r=").unwrap().split(',').next().unwrap();
@@ -48,7 +71,7 @@ fn assert_malformed(result: Result<Vec<u8>, AuthError>, input: &str) {
 fn plain_derived_secret_logs_in() {
     let secret = ScramSecret::derive("app", b"0123456789abcdef", 4096);
     login_n(&secret, "app").unwrap();
-    login(Some(secret), "app", ChannelBinding::unrequested()).unwrap();
+    login(Some(secret), "app", sasl::ChannelBinding::unrequested()).unwrap();
 }
 
 #[test]
@@ -75,9 +98,11 @@ fn wrong_password_is_bad_password() {
 
 #[test]
 fn unknown_user_fails_at_the_final_step() {
-    let mut server = ScramExchange::new("nobody", None);
-    let mut client = ScramSha256::new(b"guess", ChannelBinding::unsupported());
-    let server_first = server.client_first(client.message()).unwrap();
+    let mut server = ScramExchange::new("nobody", None, ChannelBinding::None);
+    let mut client = ScramSha256::new(b"guess", sasl::ChannelBinding::unsupported());
+    let server_first = server
+        .client_first(SCRAM_MECHANISM, client.message())
+        .unwrap();
     client.update(&server_first).unwrap();
     let result = server.client_final(client.message());
     assert!(matches!(result, Err(AuthError::BadPassword)), "{result:?}");
@@ -85,8 +110,10 @@ fn unknown_user_fails_at_the_final_step() {
 
 /// server-first-message split into (nonce, salt, iterations).
 fn server_first_of(user: &str, secret: Option<ScramSecret>) -> (String, Vec<u8>, u32) {
-    let mut server = ScramExchange::new(user, secret);
-    let first = server.client_first(b"n,,n=,r=clientnonce").unwrap();
+    let mut server = ScramExchange::new(user, secret, ChannelBinding::None);
+    let first = server
+        .client_first(SCRAM_MECHANISM, b"n,,n=,r=clientnonce")
+        .unwrap();
     let first = String::from_utf8(first).unwrap();
     let mut parts = first.split(',');
     let nonce = parts.next().unwrap().strip_prefix("r=").unwrap().to_owned();
@@ -120,9 +147,9 @@ fn unknown_user_looks_real_and_stable() {
 #[test]
 fn user_name_in_client_first_is_ignored() {
     let secret = ScramSecret::derive("pw", b"salt", 16);
-    let mut server = ScramExchange::new("app", Some(secret));
+    let mut server = ScramExchange::new("app", Some(secret), ChannelBinding::None);
     assert!(server
-        .client_first(b"n,,n=someone=2Celse,r=x,e=ext")
+        .client_first(SCRAM_MECHANISM, b"n,,n=someone=2Celse,r=x,e=ext")
         .is_ok());
 }
 
@@ -149,17 +176,24 @@ fn bad_client_first_is_malformed() {
         "n,a,n=,r=a",
         &long,
     ] {
-        let mut server = ScramExchange::new("app", None);
-        assert_malformed(server.client_first(input.as_bytes()), input);
+        let mut server = ScramExchange::new("app", None, ChannelBinding::None);
+        assert_malformed(
+            server.client_first(SCRAM_MECHANISM, input.as_bytes()),
+            input,
+        );
     }
-    let mut server = ScramExchange::new("app", None);
-    assert_malformed(server.client_first(b"n,,n=,r=\xff\xfe"), "not UTF-8");
+    let mut server = ScramExchange::new("app", None, ChannelBinding::None);
+    assert_malformed(
+        server.client_first(SCRAM_MECHANISM, b"n,,n=,r=\xff\xfe"),
+        "not UTF-8",
+    );
 }
 
 #[test]
 fn unsupported_client_first_options() {
     for input in ["n,a=admin,n=,r=abc", "y,a=x,n=,r=abc", "n,,m=ext,n=,r=abc"] {
-        let result = ScramExchange::new("app", None).client_first(input.as_bytes());
+        let result = ScramExchange::new("app", None, ChannelBinding::None)
+            .client_first(SCRAM_MECHANISM, input.as_bytes());
         assert!(
             matches!(result, Err(AuthError::Unsupported { .. })),
             "{input}"
@@ -218,20 +252,24 @@ fn channel_binding_must_match_the_flag() {
 fn steps_out_of_order_are_errors() {
     let out_of_order =
         |r: Result<Vec<u8>, AuthError>| matches!(r, Err(AuthError::OutOfOrder { .. }));
-    let mut server = ScramExchange::new("app", None);
+    let mut server = ScramExchange::new("app", None, ChannelBinding::None);
     assert!(out_of_order(server.client_final(b"c=biws,r=a,p=")));
     assert!(
-        out_of_order(server.client_first(b"n,,n=,r=a")),
+        out_of_order(server.client_first(SCRAM_MECHANISM, b"n,,n=,r=a")),
         "failed exchange is over"
     );
 
     let (mut server, _) = challenged("n,,");
-    assert!(out_of_order(server.client_first(b"n,,n=,r=a")));
+    assert!(out_of_order(
+        server.client_first(SCRAM_MECHANISM, b"n,,n=,r=a")
+    ));
     assert!(out_of_order(server.client_final(b"c=biws,r=a,p=")));
 
-    let mut server = ScramExchange::new("app", None);
-    assert!(server.client_first(b"garbage").is_err());
-    assert!(out_of_order(server.client_first(b"n,,n=,r=a")));
+    let mut server = ScramExchange::new("app", None, ChannelBinding::None);
+    assert!(server.client_first(SCRAM_MECHANISM, b"garbage").is_err());
+    assert!(out_of_order(
+        server.client_first(SCRAM_MECHANISM, b"n,,n=,r=a")
+    ));
     assert!(format!("{server:?}").contains("Done"));
 }
 
@@ -246,8 +284,10 @@ fn random_bytes_never_panic() {
         let prefixed = [format!("c=biws,r={nonce},").as_bytes(), &data].concat();
         let (mut server, _) = challenged("n,,");
         let _ = server.client_final(&prefixed);
-        let _ = ScramExchange::new("app", None).client_first(&data);
+        let _ = ScramExchange::new("app", None, ChannelBinding::None)
+            .client_first(SCRAM_MECHANISM, &data);
         let prefixed = [b"n,,n=,r=", &data[..]].concat();
-        let _ = ScramExchange::new("app", None).client_first(&prefixed);
+        let _ = ScramExchange::new("app", None, ChannelBinding::None)
+            .client_first(SCRAM_MECHANISM, &prefixed);
     }
 }
