@@ -11,7 +11,6 @@
 //! - `secret`: stored credentials ([`Secret`], [`ScramSecret`]) and the PBKDF2 derivation;
 //! - `scram`: one server-side SCRAM exchange ([`ScramExchange`]), with a mock for unknown users,
 //!   and what a connection offers to bind it to ([`ChannelBinding`]);
-//! - `endpoint`: the tls-server-end-point hash of a certificate ([`tls_server_end_point`]);
 //! - `password`: the md5 and cleartext checks;
 //! - `cache`: derived SCRAM keys for plaintext passwords ([`KeyCache`]);
 //! - `users`: the configured users ([`UserEntry`]);
@@ -20,14 +19,12 @@
 //! Secrets never reach an error message, a `Debug` line or a log: every `Debug` is redacted.
 
 mod cache;
-mod endpoint;
 mod password;
 mod scram;
 mod secret;
 mod users;
 
 pub use cache::KeyCache;
-pub use endpoint::{tls_server_end_point, EndPointError};
 pub use password::{md5_verify, verify_cleartext};
 pub use scram::{
     ChannelBinding, ScramExchange, MAX_SCRAM_MESSAGE_LEN, SCRAM_MECHANISM, SCRAM_PLUS_MECHANISM,

@@ -6,7 +6,7 @@
 //!
 //! Channel binding (RFC 5802 §6) follows Postgres's rules. The caller says per connection what
 //! it can bind to ([`ChannelBinding`]): on TLS, the tls-server-end-point hash of the broker's
-//! certificate (RFC 5929, see [`super::tls_server_end_point`]), and then SCRAM-SHA-256-PLUS is
+//! certificate (RFC 5929, see `tls::tls_server_end_point`), and then SCRAM-SHA-256-PLUS is
 //! offered first. With PLUS the gs2 header must be `p=tls-server-end-point,,` and `c=` must
 //! carry that header followed by the hash; with plain SCRAM-SHA-256 the header is `n,,` or
 //! `y,,`, but `y` ("I could bind, but the server cannot") is refused whenever PLUS was offered,
@@ -54,7 +54,7 @@ pub enum ChannelBinding {
     /// only SCRAM-SHA-256 is offered.
     None,
     /// The tls-server-end-point hash of the broker's certificate on this TLS connection
-    /// ([`super::tls_server_end_point`]): SCRAM-SHA-256-PLUS is offered too.
+    /// (`tls::tls_server_end_point`): SCRAM-SHA-256-PLUS is offered too.
     EndPoint(Vec<u8>),
 }
 

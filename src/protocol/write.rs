@@ -106,10 +106,12 @@ pub fn auth_md5(buf: &mut BytesMut, salt: [u8; 4]) {
     authentication(buf, 5, &salt);
 }
 
-/// AuthenticationSASL listing one mechanism.
-pub fn auth_sasl(buf: &mut BytesMut, mechanism: &str) {
+/// AuthenticationSASL listing the mechanisms offered, preferred first.
+pub fn auth_sasl(buf: &mut BytesMut, mechanisms: &[&str]) {
     let mut payload = BytesMut::new();
-    put_cstr(&mut payload, mechanism);
+    for mechanism in mechanisms {
+        put_cstr(&mut payload, mechanism);
+    }
     payload.put_u8(0);
     authentication(buf, 10, &payload);
 }

@@ -10,10 +10,9 @@ use std::mem;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
 
 use super::Shared;
-use crate::auth::{self, AuthError, ScramExchange, Secret};
+use crate::auth::{self, AuthError, ChannelBinding, ScramExchange, Secret};
 use crate::cancel::send_cancel;
 use crate::config::{AuthMethod, ListenTlsMode};
 use crate::error::SessionError;
@@ -21,7 +20,7 @@ use crate::protocol::frame::whole_frame;
 use crate::protocol::startup::{self, Packet, Startup};
 use crate::protocol::write;
 use crate::protocol::FrameError;
-use crate::tls::{ClientTlsStream, Stream};
+use crate::tls::{ClientTlsStream, Offer, Stream};
 
 /// Longest authentication message a client may send.
 pub const MAX_AUTH_MESSAGE: usize = 8192;
@@ -39,6 +38,8 @@ pub struct ClientIo {
     pub stream: ClientStream,
     /// A TLS session may still hold bytes written to it: the forwarding loop flushes it.
     pub unflushed: bool,
+    /// Over TLS: the channel binding data of the broker's certificate (SCRAM-SHA-256-PLUS).
+    pub end_point: Option<std::sync::Arc<[u8]>>,
     /// Bytes read and not yet handled.
     pub rbuf: BytesMut,
     /// Bytes to send.
@@ -51,6 +52,7 @@ impl ClientIo {
         ClientIo {
             stream: Stream::Plain(stream),
             unflushed: false,
+            end_point: None,
             // Small: the handshake's messages are, and a client that then stays silent (a
             // frozen container) should not have made the broker hold kilobytes for it.
             rbuf: BytesMut::with_capacity(HANDSHAKE_BUFFER),
@@ -146,9 +148,9 @@ pub async fn open(io: &mut ClientIo, shared: &Shared) -> Result<Opening, Session
                     }
                     .into());
                 }
-                match shared.tls.acceptor() {
-                    Some(acceptor) if packet == Packet::SslRequest => {
-                        let upgraded = upgrade(io, acceptor).await;
+                match shared.tls.offer() {
+                    Some(offer) if packet == Packet::SslRequest => {
+                        let upgraded = upgrade(io, offer).await;
                         shared.metrics.tls_handshake("client", upgraded.is_ok());
                         upgraded?;
                     }
@@ -172,7 +174,7 @@ pub async fn open(io: &mut ClientIo, shared: &Shared) -> Result<Opening, Session
 /// Answers an SSLRequest 'S' and runs the TLS handshake. Bytes the client sent after its
 /// SSLRequest, before the handshake, were not protected by it: they end the session instead
 /// of being read as if they were (the STARTTLS injection class).
-async fn upgrade(io: &mut ClientIo, acceptor: TlsAcceptor) -> Result<(), SessionError> {
+async fn upgrade(io: &mut ClientIo, offer: Offer) -> Result<(), SessionError> {
     if !io.rbuf.is_empty() {
         return Err(FrameError::Malformed {
             what: "data after SSLRequest before the TLS handshake",
@@ -186,11 +188,9 @@ async fn upgrade(io: &mut ClientIo, acceptor: TlsAcceptor) -> Result<(), Session
         }
         .into());
     };
-    let tls = acceptor
-        .accept(tcp)
-        .await
-        .map_err(SessionError::Handshake)?;
-    io.stream = Stream::Tls(Box::new(tls));
+    let tls = offer.acceptor.accept(tcp).await;
+    io.stream = Stream::Tls(Box::new(tls.map_err(SessionError::Handshake)?));
+    io.end_point = offer.end_point;
     Ok(())
 }
 
@@ -295,17 +295,14 @@ async fn scram(
         Some(secret) => shared.keys.scram_secret_for(user, secret).await,
         None => None,
     };
-    let mut exchange = ScramExchange::new(user, scram_secret, auth::ChannelBinding::None);
-    write::auth_sasl(&mut io.wbuf, auth::SCRAM_MECHANISM);
+    let binding = (io.end_point.as_deref()).map_or(ChannelBinding::None, |hash| {
+        ChannelBinding::EndPoint(hash.to_vec())
+    });
+    write::auth_sasl(&mut io.wbuf, binding.mechanisms());
+    let mut exchange = ScramExchange::new(user, scram_secret, binding);
     io.flush().await?;
     let body = io.read_message(b'p').await?;
     let (mechanism, data) = auth::parse_sasl_initial_response(&body)?;
-    if mechanism != auth::SCRAM_MECHANISM {
-        return Err(AuthError::Malformed {
-            what: "unsupported SASL mechanism",
-        }
-        .into());
-    }
     let server_first = exchange.client_first(mechanism, data)?;
     write::auth_sasl_continue(&mut io.wbuf, &server_first);
     io.flush().await?;

@@ -5,6 +5,7 @@
 //!
 //! <https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-SSL>
 
+mod endpoint;
 mod stream;
 mod verify;
 
@@ -19,6 +20,7 @@ use tokio::net::TcpStream;
 
 use crate::config::{BackendTls, BackendTlsMode, ListenTls, ListenTlsMode};
 
+pub use endpoint::{tls_server_end_point, EndPointError};
 pub use stream::{ReadPart, Stream, WritePart};
 
 /// A TLS session with a client, over its socket.
@@ -81,13 +83,33 @@ fn private_key(path: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-/// The client-facing side: the mode, and the server config built from the certificate
-/// and key (swapped whole on reload, so sessions in a handshake keep the one they began).
+/// The client-facing side: the mode, and what is offered, built from the certificate and
+/// key (swapped whole on reload, so sessions in a handshake keep the one they began).
 #[derive(Debug)]
 pub struct Acceptor {
     mode: ListenTlsMode,
     files: ListenTls,
-    config: RwLock<Option<Arc<ServerConfig>>>,
+    offer: RwLock<Option<Offer>>,
+}
+
+/// What a client that asks for TLS gets: the handshake, and the tls-server-end-point hash
+/// of the same certificate for SCRAM-SHA-256-PLUS (none where the certificate's signature
+/// names no hash, as with Ed25519: channel binding is then not offered).
+#[derive(Clone)]
+pub struct Offer {
+    /// The rustls acceptor.
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    /// The channel binding data of the certificate.
+    pub end_point: Option<Arc<[u8]>>,
+}
+
+impl std::fmt::Debug for Offer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let binding = self.end_point.is_some();
+        f.debug_struct("Offer")
+            .field("channel_binding", &binding)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Acceptor {
@@ -96,7 +118,7 @@ impl Acceptor {
         let acceptor = Acceptor {
             mode: tls.mode,
             files: tls.clone(),
-            config: RwLock::new(None),
+            offer: RwLock::new(None),
         };
         acceptor.reload()?;
         Ok(acceptor)
@@ -114,21 +136,33 @@ impl Acceptor {
         }
         let certs = certificates("listen.tls.cert", &self.files.cert)?;
         let key = private_key(&self.files.key)?;
+        let end_point = certs.first().and_then(|leaf| match tls_server_end_point(leaf) {
+            Ok(hash) => Some(Arc::from(hash)),
+            Err(error) => {
+                tracing::warn!(%error, "listen.tls.cert: no channel binding (SCRAM-SHA-256-PLUS) with this certificate");
+                None
+            }
+        });
         let config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(TlsError::Refused)?
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .map_err(TlsError::Refused)?;
-        let mut current = self.config.write().unwrap_or_else(PoisonError::into_inner);
-        *current = Some(Arc::new(config));
+        let offer = Offer {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            end_point,
+        };
+        *self.offer.write().unwrap_or_else(PoisonError::into_inner) = Some(offer);
         Ok(())
     }
 
-    /// The acceptor for a client's handshake, when TLS is offered.
-    pub fn acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
-        let config = self.config.read().unwrap_or_else(PoisonError::into_inner);
-        config.clone().map(tokio_rustls::TlsAcceptor::from)
+    /// What a client's SSLRequest gets, when TLS is offered.
+    pub fn offer(&self) -> Option<Offer> {
+        self.offer
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 

@@ -22,4 +22,5 @@ mod reaping;
 mod state;
 mod storm;
 mod tls;
+mod tls_edges;
 mod tools;

@@ -12,7 +12,7 @@ use crate::common::{self, scalar, PASSWORD, USER};
 use crate::tools::program;
 
 /// Whether the session runs over TLS, as the server sees it.
-const SSL_IN_USE: &str = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+pub const SSL_IN_USE: &str = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
 
 /// A cluster with login `app` that serves a server certificate from `certs`' CA.
 async fn tls_cluster() -> (Cluster, TestCerts) {
@@ -33,7 +33,7 @@ fn conninfo(cluster: &Cluster, extra: &str) -> String {
 }
 
 /// `psql -X -At -d conninfo -c sql`: whether it succeeded, and its output and errors.
-async fn psql(conninfo: String, sql: &str) -> (bool, String) {
+pub async fn psql(conninfo: String, sql: &str) -> (bool, String) {
     let mut command = Command::new(program("psql"));
     command.args(["-X", "-At", "-d", &conninfo, "-c", sql]);
     // Only the connection string speaks; English, for the messages the tests look for.

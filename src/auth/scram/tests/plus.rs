@@ -3,7 +3,8 @@
 
 use super::{assert_malformed, challenged_with, exchange};
 use crate::auth::scram::*;
-use crate::auth::{scram_secret, tls_server_end_point};
+use crate::auth::scram_secret;
+use crate::tls::tls_server_end_point;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use postgres_protocol::authentication::sasl;

@@ -33,7 +33,7 @@ pub enum EndPointError {
 }
 
 /// The tls-server-end-point channel binding data of a DER certificate: the hash for
-/// [`super::ChannelBinding::EndPoint`].
+/// `auth::ChannelBinding::EndPoint`.
 pub fn tls_server_end_point(cert_der: &[u8]) -> Result<Vec<u8>, EndPointError> {
     Ok(signature_hash(cert_der)?.digest(cert_der))
 }
