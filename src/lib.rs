@@ -22,6 +22,8 @@
 //! - [`backend`]: one server connection: connect and login, the protocol position, the
 //!   replies it owes and who reads them, the translation of clients' named prepared
 //!   statements on it (per-server LRU, prepare on demand), and its cleanup.
+//! - [`lookup`]: users not in the config, looked up in Postgres (`[auth]`, auth_query) on
+//!   a session of the broker's own, with a TTL cache.
 //! - [`pool`]: the deadpool pools by (database, user), their tiny Manager, and the login
 //!   gate that bounds logins to the backend.
 //! - [`limits`]: the counting service: account and function caps, client counts.
@@ -51,6 +53,7 @@ pub mod cancel;
 pub mod config;
 pub mod error;
 pub mod limits;
+pub mod lookup;
 pub mod metrics;
 pub mod pool;
 pub mod protocol;

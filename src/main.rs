@@ -148,6 +148,9 @@ fn check(path: &Path) -> anyhow::Result<()> {
     for user in &mut config.users {
         user.password = "<redacted>".into();
     }
+    if let Some(auth) = &mut config.auth {
+        auth.password = "<redacted>".into();
+    }
     print!("{}", config.to_toml());
     Ok(())
 }

@@ -24,6 +24,7 @@ use crate::config::{AuthMethod, Config};
 use crate::error::client::BROKER_SQLSTATES;
 use crate::error::{Error, SessionError};
 use crate::limits::Limits;
+use crate::lookup::Lookup;
 use crate::metrics::Metrics;
 use crate::pool::{BackendAddr, LoginGate, PoolOptions, Pools};
 use crate::reaper::{self, Clients};
@@ -59,6 +60,10 @@ impl Broker {
             Arc::clone(&metrics),
         ));
         let tls = Acceptor::new(&config.listen.tls)?;
+        let lookup = Lookup::new(&config, &backend.tls).map_err(|source| Error::User {
+            name: "[auth]".to_owned(),
+            source,
+        })?;
         let options = PoolOptions {
             size: config.pool.size,
             borrow_timeout: config.pool.borrow_timeout,
@@ -78,6 +83,7 @@ impl Broker {
             config,
             users,
             tls,
+            lookup,
             default_method,
             keys: KeyCache::new(),
             clients: Arc::new(Clients::default()),

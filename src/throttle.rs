@@ -53,6 +53,8 @@ pub struct Warnings {
     pub reaps: Throttle,
     /// A transaction got no server connection (backend down or refusing).
     pub borrows: Throttle,
+    /// A client's login was refused (the client is told less than the log).
+    pub logins: Throttle,
 }
 
 #[cfg(test)]

@@ -59,6 +59,32 @@ impl ServerConn {
         write::query(&mut out, sql);
         self.send(&out).await?;
         self.position.sent(b'Q');
+        self.first_row(what).await
+    }
+
+    /// Runs `sql` with `params` bound as text (extended protocol: nothing in a parameter
+    /// is read as SQL) and returns its first row as [`ServerConn::query_row`] does.
+    /// Not cancel-safe.
+    pub async fn query_row_with(
+        &mut self,
+        sql: &str,
+        params: &[&str],
+        what: &'static str,
+    ) -> Result<Vec<Option<String>>, ServerError> {
+        let mut out = BytesMut::new();
+        write::parse(&mut out, "", sql);
+        write::bind_text(&mut out, params);
+        write::execute(&mut out);
+        write::sync(&mut out);
+        self.send(&out).await?;
+        for tag in [b'P', b'B', b'E', b'S'] {
+            self.position.sent(tag);
+        }
+        self.first_row(what).await
+    }
+
+    /// Reads replies up to rest: the first DataRow's values, or the first error.
+    async fn first_row(&mut self, what: &'static str) -> Result<Vec<Option<String>>, ServerError> {
         let (mut row, mut failure) = (None, None);
         while !self.position.is_quiet() {
             let Some((header, body)) = whole_frame(&self.rbuf)? else {

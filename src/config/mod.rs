@@ -4,6 +4,7 @@
 //! Unknown keys are rejected, durations and sizes need units (see [`units`]), and every error
 //! names the key and, where it can be found in the text, its line.
 
+mod auth;
 pub mod limits;
 mod listen;
 mod reaper;
@@ -11,6 +12,7 @@ mod secrets;
 mod tls;
 pub mod units;
 
+pub use auth::{AuthQuery, DEFAULT_AUTH_QUERY};
 pub use limits::{Account, Function, FunctionFrom, Limits, UnknownFunctions};
 pub use listen::{Backend, Listen};
 pub use reaper::Reaper;
@@ -51,6 +53,9 @@ pub struct Config {
     pub accounts: BTreeMap<String, Account>,
     /// Users that may log in through the broker.
     pub users: Vec<User>,
+    /// Users not listed are looked up in Postgres, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthQuery>,
 }
 
 /// `[pool]`: server connection pools, one per (database, user).
@@ -210,6 +215,9 @@ impl Config {
     fn parse_in(text: &str, base: Option<&Path>) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|err| parse_error(text, &err))?;
         secrets::read_password_files(&mut config.users, base).map_err(|err| err.locate(text))?;
+        if let Some(auth) = &mut config.auth {
+            secrets::read_auth_password(auth, base).map_err(|err| err.locate(text))?;
+        }
         config.validate().map_err(|err| err.locate(text))?;
         Ok(config)
     }

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::validate::{invalid, user_key, Reason};
-use super::{ConfigError, User};
+use super::{AuthQuery, ConfigError, User};
 
 /// Reads the `password_file` of each user into its `password`. A relative path is taken
 /// from `base` (the config file's directory), else from the working directory.
@@ -18,14 +18,29 @@ pub(super) fn read_password_files(
             continue;
         };
         let key = user_key(index, "password_file");
-        if !user.password.is_empty() {
-            return Err(invalid(&key, Reason::PasswordTwice));
-        }
-        let path = base.map_or_else(|| Path::new(file).to_owned(), |dir| dir.join(file));
-        user.password = first_line(&path)
-            .map_err(|error| invalid(&key, Reason::SecretFile { kind: error.kind() }))?;
+        user.password = read(&key, file, &user.password, base)?;
     }
     Ok(())
+}
+
+/// Reads `[auth] password_file` into its `password`.
+pub(super) fn read_auth_password(
+    auth: &mut AuthQuery,
+    base: Option<&Path>,
+) -> Result<(), ConfigError> {
+    if let Some(file) = auth.password_file.as_deref() {
+        auth.password = read("auth.password_file", file, &auth.password, base)?;
+    }
+    Ok(())
+}
+
+/// The password in `file` (named by `key`), unless `password` is set beside it.
+fn read(key: &str, file: &str, password: &str, base: Option<&Path>) -> Result<String, ConfigError> {
+    if !password.is_empty() {
+        return Err(invalid(key, Reason::PasswordTwice));
+    }
+    let path = base.map_or_else(|| Path::new(file).to_owned(), |dir| dir.join(file));
+    first_line(&path).map_err(|error| invalid(key, Reason::SecretFile { kind: error.kind() }))
 }
 
 /// The first line of a file, without its line ending.

@@ -95,6 +95,11 @@ pub(super) fn config(config: &Config) -> Result<(), ConfigError> {
     reaper(&config.reaper)?;
     limits(config)?;
     users(&config.users)?;
+    if let Some(auth) = &config.auth {
+        check("auth.user", !auth.user.is_empty(), Reason::Empty)?;
+        check("auth.query", !auth.query.is_empty(), Reason::Empty)?;
+        positive("auth.cache_ttl", auth.cache_ttl)?;
+    }
     health_user(config)
 }
 

@@ -117,6 +117,8 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     reaped: [Counter; 4],
+    /// TLS handshakes: client ok, client error, server ok, server error.
+    tls: [Counter; 4],
     logins_in_flight: Gauge,
     backend: [Gauge; 3],
     errors: Mutex<HashMap<String, Counter>>,
@@ -159,9 +161,23 @@ impl Metrics {
             })
             .collect();
         let reaped = REAP_REASONS.map(|r| counter(&recorder, REAPED, &[("reason", r.as_str())]));
+        let tls = [
+            ("client", "ok"),
+            ("client", "error"),
+            ("server", "ok"),
+            ("server", "error"),
+        ]
+        .map(|(side, outcome)| {
+            counter(
+                &recorder,
+                TLS_HANDSHAKES,
+                &[("side", side), ("outcome", outcome)],
+            )
+        });
         Metrics {
             handle: recorder.handle(),
             reaped,
+            tls,
             logins_in_flight: recorder.register_gauge(&Key::from_name(LOGINS_IN_FLIGHT), &METADATA),
             backend: [BACKEND_CONNECTIONS, BACKEND_MAX_CONNECTIONS, BACKEND_READY]
                 .map(|name| recorder.register_gauge(&Key::from_name(name), &METADATA)),
@@ -214,11 +230,10 @@ impl Metrics {
         counter(&self.recorder, PINNED, &labels).increment(1);
     }
 
-    /// Counts a TLS handshake: `side` is "client" or "server".
-    pub fn tls_handshake(&self, side: &'static str, ok: bool) {
-        let outcome = if ok { "ok" } else { "error" };
-        let labels = [("side", side), ("outcome", outcome)];
-        counter(&self.recorder, TLS_HANDSHAKES, &labels).increment(1);
+    /// Counts a TLS handshake: with a client (`server_side` false) or with Postgres.
+    pub fn tls_handshake(&self, server_side: bool, ok: bool) {
+        let index = usize::from(server_side) * 2 + usize::from(!ok);
+        self.tls[index].increment(1);
     }
 
     /// Counts connections the reaper ended.

@@ -51,9 +51,9 @@ impl managed::Manager for Manager {
         let conn = ServerConn::connect(&self.target).await;
         drop(in_flight);
         match &conn {
-            Ok(conn) if conn.stream.is_tls() => self.registry.tls_handshake("server", true),
+            Ok(conn) if conn.stream.is_tls() => self.registry.tls_handshake(true, true),
             Err(LoginError::Handshake { .. } | LoginError::Tls { .. }) => {
-                self.registry.tls_handshake("server", false);
+                self.registry.tls_handshake(true, false);
             }
             _ => {}
         }

@@ -174,6 +174,30 @@ pub fn bind(buf: &mut BytesMut, portal: &str, statement: &str, rest: &[u8]) {
     });
 }
 
+/// A Bind of the unnamed statement into the unnamed portal with `params` as text values,
+/// results as text.
+pub fn bind_text(buf: &mut BytesMut, params: &[&str]) {
+    message(buf, b'B', |b| {
+        put_cstr(b, "");
+        put_cstr(b, "");
+        b.put_i16(0);
+        b.put_i16(i16::try_from(params.len()).unwrap_or(i16::MAX));
+        for param in params {
+            b.put_i32(i32::try_from(param.len()).unwrap_or(i32::MAX));
+            b.put_slice(param.as_bytes());
+        }
+        b.put_i16(0);
+    });
+}
+
+/// An Execute of the unnamed portal, all rows.
+pub fn execute(buf: &mut BytesMut) {
+    message(buf, b'E', |b| {
+        put_cstr(b, "");
+        b.put_i32(0);
+    });
+}
+
 /// A Close message for a statement ('S') or portal ('P').
 pub fn close(buf: &mut BytesMut, kind: u8, name: &str) {
     target(buf, b'C', kind, name);

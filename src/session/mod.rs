@@ -38,6 +38,8 @@ pub struct Shared {
     pub keys: KeyCache,
     /// TLS offered to clients.
     pub tls: crate::tls::Acceptor,
+    /// Users not in the config, looked up in Postgres (`[auth]`).
+    pub lookup: Option<crate::lookup::Lookup>,
     /// The server connection pools.
     pub pools: Arc<Pools>,
     /// The account and function caps.
@@ -175,9 +177,8 @@ async fn handshake(
         .filter(|d| !d.is_empty())
         .unwrap_or(&user)
         .to_owned();
-    startup::authenticate(io, shared, &user).await?;
+    let entry = startup::authenticate(io, shared, &user).await?;
     write::auth_ok(&mut io.wbuf);
-    let entry = shared.users.get(&user).ok_or(SessionError::NoUser)?;
     let function = match shared.config.limits.function_from {
         FunctionFrom::ApplicationName => startup
             .get("application_name")

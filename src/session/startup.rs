@@ -12,10 +12,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::Shared;
-use crate::auth::{self, AuthError, ChannelBinding, ScramExchange, Secret};
+use crate::auth::{self, AuthError, ChannelBinding, ScramExchange, Secret, UserEntry};
 use crate::cancel::send_cancel;
 use crate::config::{AuthMethod, ListenTlsMode};
 use crate::error::SessionError;
+use crate::lookup::Found;
 use crate::protocol::frame::whole_frame;
 use crate::protocol::startup::{self, Packet, Startup};
 use crate::protocol::write;
@@ -151,7 +152,7 @@ pub async fn open(io: &mut ClientIo, shared: &Shared) -> Result<Opening, Session
                 match shared.tls.offer() {
                     Some(offer) if packet == Packet::SslRequest => {
                         let upgraded = upgrade(io, offer).await;
-                        shared.metrics.tls_handshake("client", upgraded.is_ok());
+                        shared.metrics.tls_handshake(false, upgraded.is_ok());
                         upgraded?;
                     }
                     _ => io.stream.write_all(b"N").await?,
@@ -237,28 +238,56 @@ fn check_version(io: &mut ClientIo, startup: Startup) -> Result<Startup, Session
     Ok(startup)
 }
 
-/// Authenticates `user` with the method configured for it. An unknown user goes through the
-/// same exchange and fails the same way as a wrong password.
+/// Authenticates `user` with the method configured (or looked up) for it, and returns it.
+/// An unknown user goes through the same exchange and fails the same way as a wrong
+/// password; the log, not the client, says which it was.
 pub async fn authenticate(
     io: &mut ClientIo,
     shared: &Shared,
     user: &str,
-) -> Result<(), SessionError> {
-    let entry = shared.users.get(user);
-    let method = entry.map_or(shared.default_method, |e| e.method);
-    let secret = entry.map(|e| &e.secret);
+) -> Result<UserEntry, SessionError> {
+    let (entry, unknown) = find_user(shared, user).await;
+    let method = entry.as_ref().map_or(shared.default_method, |e| e.method);
+    let secret = entry.as_ref().map(|e| &e.secret);
     let result = match method {
         AuthMethod::ScramSha256 => scram(io, shared, user, secret).await,
         AuthMethod::Md5 => md5(io, user, secret).await,
         AuthMethod::Password => cleartext(io, user, secret).await,
     };
-    result.map_err(|e| match e {
-        AuthStep::Io(e) => e,
-        AuthStep::Auth(source) => SessionError::Auth {
-            user: user.to_owned(),
-            source,
-        },
-    })
+    match (result, entry) {
+        (Ok(()), Some(entry)) => Ok(entry),
+        (Ok(()), None) => Err(SessionError::NoUser),
+        (Err(AuthStep::Io(e)), _) => Err(e),
+        (Err(AuthStep::Auth(source)), _) => {
+            let why = unknown.unwrap_or(match source {
+                AuthError::BadPassword => "wrong password",
+                _ => "authentication exchange failed",
+            });
+            if let Some(suppressed) = shared.warnings.logins.allow() {
+                tracing::warn!(user, why, error = %source, suppressed, "login refused");
+            }
+            let user = user.to_owned();
+            Err(SessionError::Auth { user, source })
+        }
+    }
+}
+
+/// The user's entry: from the config, else from the auth query; with no entry, why not.
+async fn find_user(shared: &Shared, user: &str) -> (Option<UserEntry>, Option<&'static str>) {
+    if let Some(entry) = shared.users.get(user) {
+        return (Some(entry.clone()), None);
+    }
+    let Some(lookup) = &shared.lookup else {
+        return (None, Some("unknown user"));
+    };
+    match lookup.find(user).await {
+        Ok(Found::User(entry)) => (Some(entry), None),
+        Ok(Found::Refused(why)) => (None, Some(why)),
+        Err(error) => {
+            tracing::warn!(%error, user, "auth_query: lookup failed; the login is refused");
+            (None, Some("auth_query lookup failed"))
+        }
+    }
 }
 
 /// An auth step fails on I/O (the session error as is) or on the credentials.

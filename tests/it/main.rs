@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::err_expect)]
 
 mod auth;
+mod auth_query;
 mod caps;
 mod certs;
 mod cli;
