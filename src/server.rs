@@ -59,7 +59,7 @@ impl Broker {
             config.backend.health_interval,
             Arc::clone(&metrics),
         ));
-        let tls = Acceptor::new(&config.listen.tls)?;
+        let tls = Arc::new(Acceptor::new(&config.listen.tls)?);
         let lookup = Lookup::new(&config, &backend.tls).map_err(|source| Error::User {
             name: "[auth]".to_owned(),
             source,
@@ -166,6 +166,7 @@ impl Broker {
                 limits: Arc::clone(&shared.limits),
                 pools: Arc::clone(&shared.pools),
                 health: Arc::clone(&self.health),
+                tls: Arc::clone(&shared.tls),
                 started: Instant::now(),
                 shutdown: shared.shutdown.clone(),
                 rendering: tokio::sync::Semaphore::new(1),

@@ -50,6 +50,8 @@ pub struct Admin {
     pub pools: Arc<Pools>,
     /// The backend check.
     pub health: Arc<Health>,
+    /// TLS offered to clients (its certificate's expiry).
+    pub tls: Arc<crate::tls::Acceptor>,
     /// When the broker started.
     pub started: Instant,
     /// Cancelled when shutdown starts (readiness turns 503).

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::{Admin, Probe};
+use crate::config::ListenTlsMode;
 use crate::limits::AccountStats;
 
 /// One pool's numbers.
@@ -32,10 +33,18 @@ struct Backend {
     logins_in_flight: usize,
 }
 
+/// TLS towards clients: the mode, and when the certificate in use expires.
+#[derive(Debug, Serialize)]
+struct Tls {
+    mode: ListenTlsMode,
+    certificate_not_after: Option<String>,
+}
+
 #[derive(Debug, Serialize)]
 struct Status {
     version: &'static str,
     uptime_seconds: u64,
+    tls: Tls,
     backend: Backend,
     pools: Vec<PoolStatus>,
     accounts: Vec<AccountStats>,
@@ -66,6 +75,10 @@ pub(super) fn render(admin: &Admin) -> String {
     let status = Status {
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: admin.started.elapsed().as_secs(),
+        tls: Tls {
+            mode: admin.tls.mode(),
+            certificate_not_after: admin.tls.offer().and_then(|offer| offer.not_after),
+        },
         backend: Backend {
             ready: ready.is_ok(),
             reason: ready.err(),

@@ -37,7 +37,7 @@ pub struct Shared {
     /// Derived SCRAM keys.
     pub keys: KeyCache,
     /// TLS offered to clients.
-    pub tls: crate::tls::Acceptor,
+    pub tls: Arc<crate::tls::Acceptor>,
     /// Users not in the config, looked up in Postgres (`[auth]`).
     pub lookup: Option<crate::lookup::Lookup>,
     /// The server connection pools.

@@ -58,11 +58,11 @@ impl Hash {
     }
 }
 
-const SEQUENCE: u8 = 0x30;
+pub(super) const SEQUENCE: u8 = 0x30;
 const BIT_STRING: u8 = 0x03;
 const OID: u8 = 0x06;
 /// `[0] EXPLICIT`, the hashAlgorithm field of RSASSA-PSS-params.
-const CONTEXT_0: u8 = 0xa0;
+pub(super) const CONTEXT_0: u8 = 0xa0;
 
 /// DER contents of the signature algorithm OIDs: PKCS #1 (RFC 8017) and ECDSA (RFC 5758).
 const MD5_WITH_RSA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x04];
@@ -135,7 +135,7 @@ fn pss_hash(parameters: &[u8]) -> Result<Hash, EndPointError> {
 
 /// Reads the element at the front of `input`, which must have tag `tag`: returns its contents
 /// and the bytes after it.
-fn expect<'a>(
+pub(super) fn expect<'a>(
     input: &'a [u8],
     tag: u8,
     what: &'static str,
@@ -147,14 +147,14 @@ fn expect<'a>(
 }
 
 /// One DER element (tag, length, contents) and the bytes that follow it.
-struct Element<'a> {
-    tag: u8,
-    contents: &'a [u8],
-    rest: &'a [u8],
+pub(super) struct Element<'a> {
+    pub(super) tag: u8,
+    pub(super) contents: &'a [u8],
+    pub(super) rest: &'a [u8],
 }
 
 /// Reads one DER element from the front of `input`; `None` at the end of the input.
-fn read(input: &[u8]) -> Result<Option<Element<'_>>, EndPointError> {
+pub(super) fn read(input: &[u8]) -> Result<Option<Element<'_>>, EndPointError> {
     let Some((&tag, rest)) = input.split_first() else {
         return Ok(None);
     };
@@ -209,7 +209,7 @@ fn dotted(oid: &[u8]) -> String {
     parts.join(".")
 }
 
-fn malformed(what: &'static str) -> EndPointError {
+pub(super) fn malformed(what: &'static str) -> EndPointError {
     EndPointError::Malformed { what }
 }
 

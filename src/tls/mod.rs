@@ -6,6 +6,7 @@
 //! <https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-SSL>
 
 mod endpoint;
+mod expiry;
 mod stream;
 mod verify;
 
@@ -21,6 +22,7 @@ use tokio::net::TcpStream;
 use crate::config::{BackendTls, BackendTlsMode, ListenTls, ListenTlsMode};
 
 pub use endpoint::{tls_server_end_point, EndPointError};
+pub use expiry::not_after;
 pub use stream::{ReadPart, Stream, WritePart};
 
 /// A TLS session with a client, over its socket.
@@ -101,6 +103,8 @@ pub struct Offer {
     pub acceptor: tokio_rustls::TlsAcceptor,
     /// The channel binding data of the certificate.
     pub end_point: Option<Arc<[u8]>>,
+    /// When the certificate expires (RFC 3339), for `/status`.
+    pub not_after: Option<String>,
 }
 
 impl std::fmt::Debug for Offer {
@@ -135,6 +139,7 @@ impl Acceptor {
             return Ok(());
         }
         let certs = certificates("listen.tls.cert", &self.files.cert)?;
+        let leaf = certs.first().cloned();
         let key = private_key(&self.files.key)?;
         let end_point = certs.first().and_then(|leaf| match tls_server_end_point(leaf) {
             Ok(hash) => Some(Arc::from(hash)),
@@ -152,6 +157,7 @@ impl Acceptor {
         let offer = Offer {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
             end_point,
+            not_after: leaf.and_then(|cert| not_after(&cert).ok()),
         };
         *self.offer.write().unwrap_or_else(PoisonError::into_inner) = Some(offer);
         Ok(())

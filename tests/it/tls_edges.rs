@@ -64,6 +64,14 @@ async fn clients_verify_the_broker_and_bind_their_scram_to_its_certificate() {
     let scrape = Scrape::take(h.metrics.unwrap()).await;
     let ok = [("side", "client"), ("outcome", "ok")];
     assert!(scrape.sum("pgbroker_tls_handshakes_total", &ok) >= 2.0);
+    // /status tells when the certificate in use expires (rcgen's default: 4096-01-01).
+    let (_, body) = crate::observe::http_get(h.metrics.unwrap(), "/status").await;
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["tls"]["mode"], "require");
+    assert_eq!(
+        status["tls"]["certificate_not_after"],
+        "4096-01-01T00:00:00Z"
+    );
 }
 
 #[tokio::test]
