@@ -10,6 +10,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::certs::TestCerts;
 use crate::common::{scalar, Harness};
 
 const CLIENTS: usize = 6;
@@ -50,12 +51,28 @@ pub fn setup() {
 /// Runs one driver's workload through a fresh broker and checks what the clients and the
 /// server saw.
 async fn workload(program: &str, args: &[&str]) {
+    workload_over(program, args, None).await;
+}
+
+/// [`workload`], over TLS (verify-full against the test CA) when `certs` are given.
+async fn workload_over(program: &str, args: &[&str], certs: Option<&TestCerts>) {
     tokio::task::spawn_blocking(setup).await.unwrap();
     let h = Harness::start(|c| {
         c.pool.size = 2;
         c.pool.borrow_timeout = Duration::from_secs(1);
+        if let Some(certs) = certs {
+            // Allow: the test's own tokio-postgres client stays plaintext.
+            c.listen.tls.mode = pgbroker::config::ListenTlsMode::Allow;
+            c.listen.tls.cert = certs.server_cert.path.display().to_string();
+            c.listen.tls.key = certs.server_key.path.display().to_string();
+        }
     })
     .await;
+    let mut dsn = h.url("app", "app", program);
+    if let Some(certs) = certs {
+        let (ip, ca) = (h.addr.ip(), certs.ca.path.display());
+        dsn += &format!(" host=localhost hostaddr={ip} sslmode=verify-full sslrootcert={ca}");
+    }
     let admin = h.connect().await;
     admin
         .batch_execute("CREATE TABLE driver_log (driver text, n int)")
@@ -68,7 +85,7 @@ async fn workload(program: &str, args: &[&str]) {
         .current_dir(&dir)
         .env("PGB_HOST", h.addr.ip().to_string())
         .env("PGB_PORT", h.addr.port().to_string())
-        .env("PGB_DSN", h.url("app", "app", program))
+        .env("PGB_DSN", dsn)
         .env("CLIENTS", CLIENTS.to_string())
         .env("ROUNDS", ROUNDS.to_string())
         .env("PYTHONPATH", dir.join("python"))
@@ -125,6 +142,14 @@ fn script(name: &str) -> String {
 #[tokio::test]
 async fn psycopg3_prepared_from_the_first_execution() {
     workload("python3", &[&script("psycopg_workload.py")]).await;
+}
+
+/// The same workload with libpq over TLS (verify-full, SCRAM-SHA-256-PLUS): every result
+/// and every commit crosses the broker's TLS sessions both ways.
+#[tokio::test]
+async fn psycopg3_over_tls_with_channel_binding() {
+    let certs = TestCerts::new();
+    workload_over("python3", &[&script("psycopg_workload.py")], Some(&certs)).await;
 }
 
 #[tokio::test]
