@@ -16,7 +16,9 @@
 //! - [`throttle`]: rate limits for warnings a storm would repeat.
 //! - [`metrics`]: metric names, help and buckets; the handles everything above records
 //!   through (each broker owns its recorder).
-//! - [`auth`]: client-facing SCRAM-SHA-256 / md5 / cleartext, and the configured users.
+//! - [`auth`]: client-facing SCRAM-SHA-256 / md5 / cleartext, and the configured users;
+//!   SCRAM passthrough's ClientKeys (recovered from clients' proofs) and the SCRAM math
+//!   that logs in to Postgres with one.
 //! - [`cancel`]: where a cancel goes and how it is sent; broker-issued cancel keys mapped
 //!   to the server serving a client now.
 //! - [`backend`]: one server connection: connect and login, the protocol position, the

@@ -55,7 +55,7 @@ impl Broker {
         let metrics = Arc::new(Metrics::new(BROKER_SQLSTATES));
         let backend = backend(&config)?;
         let health = Arc::new(Health::new(
-            Probe::from_config(&config, &users, &backend.tls),
+            Probe::from_config(&config, &users, &backend),
             config.backend.health_interval,
             Arc::clone(&metrics),
         ));
@@ -290,6 +290,7 @@ fn backend(config: &Config) -> Result<BackendAddr, Error> {
         port: config.backend.port,
         connect_timeout: config.backend.connect_timeout,
         tls: Connector::new(&config.backend.tls)?,
+        client_keys: Arc::default(),
     })
 }
 

@@ -4,7 +4,8 @@
 //! while a check succeeded within the last two intervals.
 //!
 //! With no user whose password can log in (every one stored as a SCRAM secret), the check
-//! is a TCP connect, and `/status` says so.
+//! is a TCP connect, and `/status` says so: a SCRAM-only user logs in with a ClientKey that
+//! only a client's login recovers, and readiness must not wait for a client.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use crate::auth::UserEntry;
 use crate::backend::{LoginTarget, ServerConn};
 use crate::config::{Config, PasswordKind};
 use crate::metrics::Metrics;
-use crate::tls::Connector;
+use crate::pool::BackendAddr;
 
 /// The check's query: as light as `SELECT 1`, and it says how close Postgres is to its
 /// connection limit.
@@ -46,7 +47,7 @@ impl Probe {
     pub fn from_config(
         config: &Config,
         users: &std::collections::HashMap<String, UserEntry>,
-        tls: &Connector,
+        addr: &BackendAddr,
     ) -> Probe {
         let backend = &config.backend;
         let chosen = match &backend.health_user {
@@ -68,8 +69,9 @@ impl Probe {
                     .unwrap_or_else(|| user.name.clone()),
                 user: user.name.clone(),
                 secret: entry.secret.clone(),
+                client_keys: Arc::clone(&addr.client_keys),
                 application_name: HEALTH_APPLICATION_NAME,
-                tls: tls.clone(),
+                tls: addr.tls.clone(),
             }),
             None => Probe::Connect {
                 addr: format!("{}:{}", backend.host, backend.port),

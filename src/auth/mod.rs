@@ -13,22 +13,30 @@
 //!   and what a connection offers to bind it to ([`ChannelBinding`]);
 //! - `password`: the md5 and cleartext checks;
 //! - `cache`: derived SCRAM keys for plaintext passwords ([`KeyCache`]);
+//! - `client_key`: ClientKeys recovered from clients' SCRAM proofs ([`ClientKey`],
+//!   [`ClientKeys`]), for SCRAM passthrough;
+//! - `scram_client`: the client side of SCRAM with a ClientKey ([`ScramKeyClient`]), how the
+//!   broker logs in to Postgres with only a SCRAM secret;
 //! - `users`: the configured users ([`UserEntry`]);
 //! - here: the error type, the message-body parsers and a constant-time compare.
 //!
 //! Secrets never reach an error message, a `Debug` line or a log: every `Debug` is redacted.
 
 mod cache;
+mod client_key;
 mod password;
 mod scram;
+mod scram_client;
 mod secret;
 mod users;
 
 pub use cache::KeyCache;
+pub use client_key::{ClientKey, ClientKeys};
 pub use password::{md5_verify, verify_cleartext};
 pub use scram::{
     ChannelBinding, ScramExchange, MAX_SCRAM_MESSAGE_LEN, SCRAM_MECHANISM, SCRAM_PLUS_MECHANISM,
 };
+pub use scram_client::{PassthroughError, ScramKeyClient};
 pub use secret::{scram_secret, ScramSecret, Secret, SCRAM_DEFAULT_ITERATIONS};
 pub use users::UserEntry;
 

@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 
 use self::message::{as_message, ClientFinal, ClientFirst, Gs2Flag};
 use super::secret::{hmac_sha256, SALT_LEN};
-use super::{ct_eq, AuthError, ScramSecret, SCRAM_DEFAULT_ITERATIONS};
+use super::{ct_eq, AuthError, ClientKey, ScramSecret, SCRAM_DEFAULT_ITERATIONS};
 
 /// The SASL mechanism without channel binding, offered on every connection.
 pub const SCRAM_MECHANISM: &str = "SCRAM-SHA-256";
@@ -84,7 +84,9 @@ enum State {
     },
     /// server-first-message sent; waiting for client-final-message.
     Challenged(Challenge),
-    /// Finished, with success or failure; nothing more is accepted.
+    /// Finished with success: the proof revealed the client's ClientKey (SCRAM passthrough).
+    Verified(ClientKey),
+    /// Finished, with failure (or not yet started again); nothing more is accepted.
     Done,
 }
 
@@ -167,7 +169,19 @@ impl ScramExchange {
         };
         let last = ClientFinal::parse(as_message(data)?)?;
         challenge.check(&last)?;
-        challenge.verify(&last)
+        let (server_final, client_key) = challenge.verify(&last)?;
+        self.state = State::Verified(client_key);
+        Ok(server_final)
+    }
+
+    /// The ClientKey the client's proof revealed, once [`ScramExchange::client_final`]
+    /// succeeded: what the broker logs in to Postgres with when it holds only the user's
+    /// SCRAM secret. `None` before that, and after a failure.
+    pub fn client_key(&self) -> Option<&ClientKey> {
+        match &self.state {
+            State::Verified(key) => Some(key),
+            _ => None,
+        }
     }
 }
 
@@ -177,6 +191,7 @@ impl std::fmt::Debug for ScramExchange {
         let step = match self.state {
             State::Initial { .. } => "Initial",
             State::Challenged(_) => "Challenged",
+            State::Verified(_) => "Verified",
             State::Done => "Done",
         };
         f.debug_struct("ScramExchange")
@@ -209,8 +224,9 @@ impl Challenge {
         Ok(())
     }
 
-    /// Checks the client proof against StoredKey and, if it holds, signs with ServerKey.
-    fn verify(&self, last: &ClientFinal<'_>) -> Result<Vec<u8>, AuthError> {
+    /// Checks the client proof against StoredKey and, if it holds, signs with ServerKey;
+    /// returns server-final-message and the ClientKey the proof revealed.
+    fn verify(&self, last: &ClientFinal<'_>) -> Result<(Vec<u8>, ClientKey), AuthError> {
         let auth_message = [self.auth_prefix.as_bytes(), last.without_proof.as_bytes()];
         let signature = hmac_sha256(&self.secret.stored_key, &auth_message);
         let mut client_key = last.proof;
@@ -224,7 +240,8 @@ impl Challenge {
             return Err(AuthError::BadPassword);
         }
         let server_signature = hmac_sha256(&self.secret.server_key, &auth_message);
-        Ok(format!("v={}", STANDARD.encode(server_signature)).into_bytes())
+        let server_final = format!("v={}", STANDARD.encode(server_signature)).into_bytes();
+        Ok((server_final, ClientKey::new(client_key)))
     }
 }
 

@@ -58,6 +58,17 @@ pub enum LoginError {
         /// The method.
         method: &'static str,
     },
+    /// The user's config holds only a SCRAM secret, and no client has logged in with
+    /// SCRAM-SHA-256 since the broker started, so no ClientKey is known to log in with.
+    #[error("no SCRAM ClientKey known for user \"{user}\": its [[users]] entry holds only a SCRAM secret, and no client of it has logged in with SCRAM-SHA-256 since the broker started")]
+    NoClientKey {
+        /// The user.
+        user: String,
+    },
+    /// Logging in with a recovered ClientKey failed (SCRAM passthrough): mostly, the
+    /// configured secret is not the server's verifier.
+    #[error("SCRAM passthrough login failed: {0}")]
+    Passthrough(#[from] crate::auth::PassthroughError),
     /// The login exchange broke (I/O or protocol).
     #[error("login to backend failed: {0}")]
     Server(#[from] ServerError),

@@ -1,15 +1,18 @@
 //! Logging in a new server connection: TCP connect, StartupMessage as (user, database),
 //! authentication (SCRAM-SHA-256, md5, cleartext or trust, as the server asks) via
-//! postgres-protocol, then the ParameterStatus values and BackendKeyData.
+//! postgres-protocol, or SCRAM with a client's recovered ClientKey (`sasl`) when the user's
+//! config holds only a SCRAM secret, then the ParameterStatus values and BackendKeyData.
 //!
 //! <https://www.postgresql.org/docs/current/protocol-flow.html>, split by phase:
 //! `startup`, `authenticate`, `read_info`.
 
+mod sasl;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
 use postgres_protocol::message::backend::{ErrorResponseBody, Message};
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,9 +20,9 @@ use tokio::net::TcpStream;
 
 use super::conn::ServerConn;
 use super::{LoginError, ServerError};
-use crate::auth::Secret;
+use crate::auth::{ClientKeys, Secret};
 use crate::config::BackendTlsMode;
-use crate::protocol::{write, FrameError};
+use crate::protocol::write;
 use crate::tls::{Connector, Stream};
 
 /// The socket of a server connection: plain TCP or TLS over it.
@@ -40,6 +43,9 @@ pub struct LoginTarget {
     pub user: String,
     /// The user's password as configured.
     pub secret: Secret,
+    /// The ClientKeys clients' SCRAM logins recovered: how a user whose config holds only a
+    /// SCRAM secret logs in (SCRAM passthrough).
+    pub client_keys: Arc<ClientKeys>,
     /// application_name sent at login (empty: none), so an operator can tell the
     /// broker's own connections apart in pg_stat_activity.
     pub application_name: &'static str,
@@ -154,7 +160,6 @@ impl ServerConn {
     }
 
     async fn authenticate(&mut self, target: &LoginTarget) -> Result<(), LoginError> {
-        let mut scram = None;
         loop {
             let mut out = BytesMut::new();
             match self.read_message().await? {
@@ -166,30 +171,8 @@ impl ServerConn {
                     md5_response(target, body.salt())?.as_bytes(),
                     &mut out,
                 ),
-                Message::AuthenticationSasl(_) => {
-                    let client = ScramSha256::new(
-                        plaintext(target)?.as_bytes(),
-                        ChannelBinding::unsupported(),
-                    );
-                    let r = frontend::sasl_initial_response(
-                        "SCRAM-SHA-256",
-                        client.message(),
-                        &mut out,
-                    );
-                    scram = Some(client);
-                    r
-                }
-                Message::AuthenticationSaslContinue(body) => {
-                    sasl_step(&mut scram, body.data(), &mut out)?
-                }
-                Message::AuthenticationSaslFinal(body) => {
-                    let mut client = scram
-                        .take()
-                        .ok_or(FrameError::Malformed {
-                            what: "SASL final before start",
-                        })
-                        .map_err(ServerError::from)?;
-                    client.finish(body.data()).map_err(ServerError::Io)?;
+                Message::AuthenticationSasl(body) => {
+                    self.sasl(target, &body).await?;
                     continue;
                 }
                 Message::ErrorResponse(body) => return Err(refused(&body)),
@@ -241,7 +224,7 @@ fn plaintext(target: &LoginTarget) -> Result<&str, LoginError> {
             method: "SCRAM-SHA-256 or cleartext with an md5 secret",
         }),
         Secret::Scram(_) => Err(LoginError::Unsupported {
-            method: "login with a SCRAM secret",
+            method: "cleartext password with a SCRAM secret",
         }),
     }
 }
@@ -269,18 +252,4 @@ fn md5_response(target: &LoginTarget, salt: [u8; 4]) -> Result<String, LoginErro
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn sasl_step(
-    scram: &mut Option<ScramSha256>,
-    data: &[u8],
-    out: &mut BytesMut,
-) -> Result<std::io::Result<()>, LoginError> {
-    let client = scram
-        .as_mut()
-        .ok_or(ServerError::Protocol(FrameError::Malformed {
-            what: "SASL continue before start",
-        }))?;
-    client.update(data).map_err(ServerError::Io)?;
-    Ok(frontend::sasl_response(client.message(), out))
 }

@@ -6,6 +6,7 @@
 use bytes::BytesMut;
 
 use super::SessionError;
+use crate::auth::PassthroughError;
 use crate::backend::{LoginError, StatementRefusal};
 use crate::limits::CapError;
 use crate::pool::BorrowError;
@@ -198,7 +199,25 @@ impl LoginError {
                     "configure the user's plaintext password (or its md5 hash for an md5 server)",
                 )
             }
-            LoginError::Server(_) => ClientMessage::new(
+            LoginError::NoClientKey { .. } => {
+                ClientMessage::new(severity, unreachable, format!("pgbroker: {self}")).hint(
+                    "the broker logs in to Postgres with the key a client's SCRAM-SHA-256 login \
+                     recovers: give the user auth_method = \"scram-sha-256\", or configure its \
+                     plaintext password",
+                )
+            }
+            LoginError::Passthrough(PassthroughError::Mismatch { .. }) => ClientMessage::new(
+                severity,
+                "28P01",
+                "pgbroker: the backend refused the login: the user's SCRAM secret in the broker's \
+                 config is not the server's"
+                    .into(),
+            )
+            .hint(
+                "copy the secret from the server: SELECT rolpassword FROM pg_authid WHERE \
+                 rolname = '<user>', into the user's password in [[users]]",
+            ),
+            LoginError::Passthrough(_) | LoginError::Server(_) => ClientMessage::new(
                 severity,
                 unreachable,
                 "pgbroker: login to backend failed".into(),
@@ -428,6 +447,26 @@ mod tests {
             .text
             .starts_with("pgbroker: cannot connect to backend 127.0.0.1:1: "));
         assert_eq!(e.client_message(false).code, "08006");
+    }
+
+    #[test]
+    fn scram_passthrough_failures_say_what_to_do() {
+        let mismatch = BorrowError::Login(LoginError::Passthrough(PassthroughError::Mismatch {
+            what: "the server's salt differs",
+        }));
+        let m = mismatch.client_message(true);
+        assert_eq!((m.code(), m.severity()), ("28P01", Severity::Fatal));
+        assert!(m.hint.unwrap().contains("pg_authid"), "{m:?}");
+        assert!(!m.text().contains("salt"), "internal detail: {m:?}");
+        let broken = BorrowError::Login(LoginError::Passthrough(PassthroughError::Malformed {
+            what: "x",
+        }));
+        assert_eq!(broken.client_message(true).code(), "08001");
+        let no_key = BorrowError::Login(LoginError::NoClientKey { user: "app".into() });
+        let m = no_key.client_message(true);
+        assert_eq!(m.code(), "08001");
+        assert!(m.text().contains("SCRAM secret"), "{m:?}");
+        assert!(m.hint.unwrap().contains("scram-sha-256"), "{m:?}");
     }
 
     #[test]

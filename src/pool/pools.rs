@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::{LoginGate, Pool, PoolOptions, ServerReaps};
-use crate::auth::Secret;
+use crate::auth::{ClientKeys, Secret};
 use crate::backend::LoginTarget;
 use crate::config::PoolSettings;
 use crate::metrics::Metrics;
@@ -22,6 +22,9 @@ pub struct BackendAddr {
     pub connect_timeout: Duration,
     /// TLS towards it.
     pub tls: Connector,
+    /// ClientKeys recovered from clients' SCRAM logins, for the users whose config holds
+    /// only a SCRAM secret (SCRAM passthrough); the sessions fill it, the logins read it.
+    pub client_keys: Arc<ClientKeys>,
 }
 
 /// All pools, created on first use per (database, user).
@@ -65,6 +68,7 @@ impl Pools {
                     database: database.to_owned(),
                     user: user.to_owned(),
                     secret: secret.clone(),
+                    client_keys: Arc::clone(&self.backend.client_keys),
                     application_name: "",
                     tls: self.backend.tls.clone(),
                 };
@@ -82,6 +86,12 @@ impl Pools {
         if pools.get(&key).is_some_and(|p| p.status().size == 0) {
             pools.remove(&key);
         }
+    }
+
+    /// Where a client's SCRAM login leaves the ClientKey its proof revealed, for the
+    /// pools of that user to log in with.
+    pub fn client_keys(&self) -> &ClientKeys {
+        &self.backend.client_keys
     }
 
     /// The login gate (logins in flight, their peak).

@@ -9,6 +9,8 @@
 pub const TOO_MANY_CONNECTIONS: &str = "53300";
 /// cannot_connect_now: Postgres is starting up (a refused login worth retrying).
 pub const CANNOT_CONNECT_NOW: &str = "57P03";
+/// invalid_password: a login's password (or SCRAM proof) was refused.
+pub const INVALID_PASSWORD: &str = "28P01";
 /// query_canceled: the broker's cancel reached the query it was meant for.
 pub const QUERY_CANCELED: &str = "57014";
 /// duplicate_prepared_statement: a Parse under a name the server holds already.

@@ -337,6 +337,11 @@ async fn scram(
     io.flush().await?;
     let body = io.read_message(b'p').await?;
     let server_final = exchange.client_final(&body)?;
+    // SCRAM passthrough: with only the user's SCRAM secret, the pools log in to Postgres with
+    // the key this proof revealed. Kept before the greeting's first borrow needs it.
+    if let (Some(Secret::Scram(_)), Some(key)) = (secret, exchange.client_key()) {
+        shared.pools.client_keys().remember(user, key.clone());
+    }
     write::auth_sasl_final(&mut io.wbuf, &server_final);
     Ok(())
 }

@@ -15,6 +15,7 @@ mod endings;
 mod extended;
 mod fuzz;
 mod observe;
+mod passthrough;
 mod pooling;
 mod prepared;
 mod protocol;
