@@ -5,10 +5,10 @@
 //! refused: `negative_ttl`).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use crate::auth::{AuthError, Secret, UserEntry};
+use crate::auth::{AuthError, ClientKeys, Secret, UserEntry};
 use crate::backend::{LoginError, LoginTarget, ServerConn, ServerError};
 use crate::config::{AuthMethod, AuthQuery, Config};
 use crate::tls::Connector;
@@ -49,7 +49,11 @@ pub struct Lookup {
 
 impl Lookup {
     /// The lookup `config` asks for, if any; an error when `[auth] password` does not parse.
-    pub fn new(config: &Config, tls: &Connector) -> Result<Option<Lookup>, AuthError> {
+    pub fn new(
+        config: &Config,
+        tls: &Connector,
+        client_keys: &Arc<ClientKeys>,
+    ) -> Result<Option<Lookup>, AuthError> {
         let Some(settings) = config.auth.clone() else {
             return Ok(None);
         };
@@ -62,6 +66,7 @@ impl Lookup {
             secret: Secret::parse(&settings.password)?,
             application_name: "pgbroker auth_query",
             tls: tls.clone(),
+            client_keys: Arc::clone(client_keys),
         };
         Ok(Some(Lookup {
             settings,

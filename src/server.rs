@@ -60,10 +60,13 @@ impl Broker {
             Arc::clone(&metrics),
         ));
         let tls = Arc::new(Acceptor::new(&config.listen.tls)?);
-        let lookup = Lookup::new(&config, &backend.tls).map_err(|source| Error::User {
-            name: "[auth]".to_owned(),
-            source,
-        })?;
+        let lookup =
+            Lookup::new(&config, &backend.tls, &backend.client_keys).map_err(|source| {
+                Error::User {
+                    name: "[auth]".to_owned(),
+                    source,
+                }
+            })?;
         let options = PoolOptions {
             size: config.pool.size,
             borrow_timeout: config.pool.borrow_timeout,

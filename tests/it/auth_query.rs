@@ -1,5 +1,6 @@
 //! `[auth]` (auth_query): users not listed in the config are looked up in Postgres by the
-//! broker's own auth user; a wrong password, an unknown user and an expired password
+//! broker's own auth user (md5 hashes and SCRAM verifiers, the latter logged in to Postgres
+//! by SCRAM passthrough); a wrong password, an unknown user and an expired password
 //! (`VALID UNTIL` in the past) are refused with the one 28P01 a client gets for all of them.
 
 use std::time::Duration;
@@ -18,6 +19,10 @@ async fn looked_up() -> Harness {
         .unwrap();
     cluster
         .create_md5_login("fn_md5", "pw1", "app")
+        .await
+        .unwrap();
+    cluster
+        .create_login("fn_scram", "pw2", "app")
         .await
         .unwrap();
     let mut config = common::config_for(&cluster);
@@ -57,6 +62,13 @@ async fn a_user_known_only_to_postgres_logs_in_and_bad_logins_read_the_same() {
             .replace("nobody", "fn_md5")
     };
     assert_eq!(words(&wrong), words(&unknown), "the same words for both");
+    // A SCRAM verifier from pg_shadow: the client's proof gives the key the pool logs in
+    // with (SCRAM passthrough), so no password of this user is known to the broker at all.
+    let scram = h
+        .connect_as("fn_scram", "pw2", "fn")
+        .await
+        .expect("SCRAM, looked up");
+    assert_eq!(scalar(&scram, "SELECT current_user").await, "fn_scram");
     // The configured user still logs in as before.
     assert_eq!(scalar(&h.connect().await, "SELECT 1").await, "1");
 }

@@ -57,6 +57,37 @@ async fn workload(program: &str, args: &[&str]) {
 /// [`workload`], over TLS (verify-full against the test CA) when `certs` are given.
 async fn workload_over(program: &str, args: &[&str], certs: Option<&TestCerts>) {
     tokio::task::spawn_blocking(setup).await.unwrap();
+    let (h, dsn) = broker_for(program, certs).await;
+    let admin = h.connect().await;
+    admin
+        .batch_execute("CREATE TABLE driver_log (driver text, n int)")
+        .await
+        .unwrap();
+    let text = run_driver(&h, program, args, dsn).await;
+    assert!(
+        text.contains(&format!("ok {}", CLIENTS * ROUNDS)),
+        "{program} {args:?}:\n{text}"
+    );
+    let logged = scalar(&admin, "SELECT count(*) FROM driver_log").await;
+    assert_eq!(
+        logged,
+        (CLIENTS * ROUNDS).to_string(),
+        "every transaction committed once"
+    );
+    let direct = h.direct().await;
+    assert!(h.server_connections(&direct).await <= 2);
+    let s = crate::prepared::unpinned(&h).await;
+    assert!(
+        s.sum(
+            "pgbroker_prepared_statements_total",
+            &[("event", "prepared")]
+        ) >= 1.0
+    );
+}
+
+/// A broker for a driver's workload (two server connections, a one-second borrow timeout,
+/// TLS offered with `certs`), and the DSN the driver gets.
+async fn broker_for(program: &str, certs: Option<&TestCerts>) -> (Harness, String) {
     let h = Harness::start(|c| {
         c.pool.size = 2;
         c.pool.borrow_timeout = Duration::from_secs(1);
@@ -73,11 +104,11 @@ async fn workload_over(program: &str, args: &[&str], certs: Option<&TestCerts>) 
         let (ip, ca) = (h.addr.ip(), certs.ca.path.display());
         dsn += &format!(" host=localhost hostaddr={ip} sslmode=verify-full sslrootcert={ca}");
     }
-    let admin = h.connect().await;
-    admin
-        .batch_execute("CREATE TABLE driver_log (driver text, n int)")
-        .await
-        .unwrap();
+    (h, dsn)
+}
+
+/// Runs the driver's program against the broker; what it printed, once it succeeded.
+async fn run_driver(h: &Harness, program: &str, args: &[&str], dsn: String) -> String {
     let dir = drivers_dir();
     let mut command = Command::new(program);
     command
@@ -103,25 +134,7 @@ async fn workload_over(program: &str, args: &[&str], certs: Option<&TestCerts>) 
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{program} {args:?}:\n{text}");
-    assert!(
-        text.contains(&format!("ok {}", CLIENTS * ROUNDS)),
-        "{program} {args:?}:\n{text}"
-    );
-    let logged = scalar(&admin, "SELECT count(*) FROM driver_log").await;
-    assert_eq!(
-        logged,
-        (CLIENTS * ROUNDS).to_string(),
-        "every transaction committed once"
-    );
-    let direct = h.direct().await;
-    assert!(h.server_connections(&direct).await <= 2);
-    let s = crate::prepared::unpinned(&h).await;
-    assert!(
-        s.sum(
-            "pgbroker_prepared_statements_total",
-            &[("event", "prepared")]
-        ) >= 1.0
-    );
+    text
 }
 
 /// Copies a script next to the installed packages, where Node.js resolves its imports.
