@@ -222,13 +222,16 @@ async fn a_server_whose_tls_answer_comes_with_extra_bytes_is_abandoned() {
     let fake = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = fake.local_addr().unwrap().port();
     // A "server" that answers the SSLRequest with 'S' and plaintext bytes after it.
+    // Each connection on its own task: the broker's backend check connects too.
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = fake.accept().await {
-            let mut request = [0u8; 8];
-            if socket.read_exact(&mut request).await.is_ok() && request == SSL_REQUEST {
-                let _ = socket.write_all(b"SR\0\0\0\x08\0\0\0\0").await;
-            }
-            tokio::time::sleep(Duration::from_secs(5)).await; // holds it open
+            tokio::spawn(async move {
+                let mut request = [0u8; 8];
+                if socket.read_exact(&mut request).await.is_ok() && request == SSL_REQUEST {
+                    let _ = socket.write_all(b"SR\0\0\0\x08\0\0\0\0").await;
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await; // holds it open
+            });
         }
     });
     let h = Harness::start(|c| {
@@ -239,9 +242,9 @@ async fn a_server_whose_tls_answer_comes_with_extra_bytes_is_abandoned() {
     let error = common::connect_url(&h.url(USER, PASSWORD, "t"))
         .await
         .expect_err("abandoned");
-    assert_eq!(sqlstate(&error), "08001");
+    assert_eq!(sqlstate(&error), "08001", "{error:?}");
     assert!(
         db_message(&error).contains("bytes arrived with its reply"),
-        "{error}"
+        "{error:?}"
     );
 }
