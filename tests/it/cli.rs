@@ -242,3 +242,36 @@ async fn read_until(
     assert!(found.is_ok(), "no such log line: {text}");
     text
 }
+
+/// `check` prints the effective config with no secret in it, whether written in the file
+/// or read from a password_file (the `[auth]` user's too).
+#[test]
+fn check_prints_no_secret_of_users_or_the_auth_user() {
+    let dir = std::env::temp_dir().join(format!("pgbroker-cli-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("app.secret"), "file-secret-1\n").unwrap();
+    let config = dir.join("config.toml");
+    let text = "[auth]\nuser = \"pgbroker_auth\"\npassword = \"auth-secret-2\"\n\n\
+                [[users]]\nname = \"app\"\npassword_file = \"app.secret\"\n";
+    std::fs::write(&config, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("password_file = \"app.secret\""),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("file-secret-1") && !stdout.contains("auth-secret-2"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("<redacted>").count(), 2, "{stdout}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
