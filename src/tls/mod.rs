@@ -201,14 +201,6 @@ impl Connector {
         })
     }
 
-    /// A connector for plain TCP.
-    pub fn disabled() -> Connector {
-        Connector {
-            mode: BackendTlsMode::Disable,
-            connector: None,
-        }
-    }
-
     /// The mode.
     pub fn mode(&self) -> BackendTlsMode {
         self.mode
