@@ -214,3 +214,15 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Waits up to `within` for `client`'s server connection to be replaced: a new backend pid
+/// serves it, and the one that served it first is gone from `pg_stat_activity` (`direct`).
+pub async fn server_replaced(client: &Client, direct: &Client, within: Duration) -> bool {
+    let first = scalar(client, "SELECT pg_backend_pid()").await;
+    eventually(within, || async {
+        let pid = scalar(client, "SELECT pg_backend_pid()").await;
+        let sql = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {first}");
+        pid != first && scalar(direct, &sql).await == "0"
+    })
+    .await
+}

@@ -9,7 +9,7 @@ use pgbroker::auth::ScramSecret;
 use pgbroker::config::User;
 use pgbroker::sandbox::Cluster;
 
-use crate::common::{config_for, eventually, scalar, sqlstate, Harness};
+use crate::common::{config_for, eventually, scalar, server_replaced, sqlstate, Harness};
 use crate::observe::http_get;
 
 /// Bound on anything that could hang if passthrough went wrong.
@@ -79,17 +79,7 @@ async fn a_scram_secret_from_pg_authid_logs_in_with_the_recovered_key() {
     // The clients are gone; a new one stays while server_lifetime retires its server
     // connection: the pool logs in again with the key, no client authenticating meanwhile.
     let client = h.connect().await;
-    let first = scalar(&client, "SELECT pg_backend_pid()").await;
-    let replaced = eventually(NO_HANG, || async {
-        let pid = scalar(&client, "SELECT pg_backend_pid()").await;
-        let alive = scalar(
-            &direct,
-            &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {first}"),
-        )
-        .await;
-        pid != first && alive == "0"
-    })
-    .await;
+    let replaced = server_replaced(&client, &direct, NO_HANG).await;
     assert!(replaced, "a new server connection logged in with the key");
     assert_eq!(scalar(&client, "SELECT current_user").await, "app");
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 
-use crate::common::{eventually, scalar, Harness};
+use crate::common::{eventually, scalar, server_replaced, Harness};
 
 fn quick_reaper(c: &mut pgbroker::Config) {
     c.reaper.client_idle_timeout = Duration::from_secs(1);
@@ -144,17 +144,7 @@ async fn aged_server_connections_are_replaced_and_spares_kept_warm() {
     .await;
     let direct = h.direct().await;
     let client = h.connect().await;
-    let first = scalar(&client, "SELECT pg_backend_pid()").await;
-    let replaced = eventually(Duration::from_secs(4), || async {
-        let pid = scalar(&client, "SELECT pg_backend_pid()").await;
-        let alive = scalar(
-            &direct,
-            &format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {first}"),
-        )
-        .await;
-        pid != first && alive == "0"
-    })
-    .await;
+    let replaced = server_replaced(&client, &direct, Duration::from_secs(4)).await;
     assert!(
         replaced,
         "the connection older than server_lifetime was closed and replaced"
