@@ -7,6 +7,7 @@
 mod auth;
 pub mod limits;
 mod listen;
+mod locate;
 mod reaper;
 mod secrets;
 mod tls;
@@ -301,7 +302,7 @@ impl ConfigError {
     /// Fills in the line of an invalid key from the text it was parsed from.
     fn locate(mut self, text: &str) -> Self {
         if let ConfigError::Invalid { key, line, .. } = &mut self {
-            *line = validate::line_of(text, key);
+            *line = locate::line_of(text, key);
         }
         self
     }
@@ -309,9 +310,7 @@ impl ConfigError {
 
 /// Wraps toml's error, adding the dotted key it points into.
 fn parse_error(text: &str, err: &toml::de::Error) -> ConfigError {
-    let key = err
-        .span()
-        .and_then(|span| validate::key_at(text, span.start));
+    let key = err.span().and_then(|span| locate::key_at(text, span.start));
     let message = err.to_string().trim_end().to_owned();
     ConfigError::Parse {
         path: None,

@@ -1,6 +1,6 @@
 //! Tests of the config module: the shipped config.toml, parsing, errors and validation.
 
-use super::validate::{key_at, line_of};
+use super::locate::{key_at, line_of};
 use super::*;
 
 const SHIPPED: &str = include_str!("../../config.toml");

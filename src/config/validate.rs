@@ -1,14 +1,11 @@
-//! Checks on parsed config values, and finding a key's line in the config text (from the spans
-//! of toml_edit's parse).
+//! Checks on parsed config values (ranges, formats, consistency); each error names its key.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::ops::Range;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use toml_edit::{Item, Key, TableLike, Value};
 
 use super::{
     AuthMethod, Backend, Config, ConfigError, Listen, PasswordKind, PoolSettings, Reaper, User,
@@ -336,89 +333,5 @@ pub(super) fn invalid(key: &str, reason: Reason) -> ConfigError {
         key: key.to_owned(),
         line: None,
         reason,
-    }
-}
-
-/// A key set in the config text: its dotted path (e.g. `users[1].name`) and the bytes from the
-/// key to the end of its value.
-struct Entry {
-    path: String,
-    span: Range<usize>,
-}
-
-/// The 1-based line where dotted `key` (e.g. `pool.size`, `users[1].name`) is set, if the text
-/// sets it.
-pub(super) fn line_of(text: &str, key: &str) -> Option<usize> {
-    let entry = entries(text).into_iter().find(|entry| entry.path == key)?;
-    Some(text.get(..entry.span.start)?.matches('\n').count() + 1)
-}
-
-/// The dotted key whose text, from key to value, contains byte `offset`: the innermost one, as
-/// an inline table's text holds its keys'.
-pub(super) fn key_at(text: &str, offset: usize) -> Option<String> {
-    entries(text)
-        .into_iter()
-        .filter(|entry| entry.span.contains(&offset))
-        .min_by_key(|entry| entry.span.len())
-        .map(|entry| entry.path)
-}
-
-/// Every key in `text` with its span, from toml_edit's parse (none when the text is not TOML).
-fn entries(text: &str) -> Vec<Entry> {
-    let mut out = Vec::new();
-    if let Ok(document) = toml_edit::ImDocument::parse(text) {
-        table_entries(document.as_table(), "", &mut out);
-    }
-    out
-}
-
-/// The keys of `table`, under `prefix`, and the keys nested in their values.
-fn table_entries(table: &dyn TableLike, prefix: &str, out: &mut Vec<Entry>) {
-    for (name, item) in table.iter() {
-        let path = format!("{prefix}{name}");
-        if let Some(start) = table.key(name).and_then(Key::span).map(|span| span.start) {
-            let end = item.span().map_or(start, |span| span.end);
-            out.push(Entry {
-                path: path.clone(),
-                span: start..end,
-            });
-        }
-        nested_entries(item, &path, out);
-    }
-}
-
-/// The keys inside a value: a table's, or those of each table in an array, indexed `[i]`.
-fn nested_entries(item: &Item, path: &str, out: &mut Vec<Entry>) {
-    match item {
-        Item::ArrayOfTables(tables) => {
-            for (index, table) in tables.iter().enumerate() {
-                element_entries(table, table.span(), format!("{path}[{index}]"), out);
-            }
-        }
-        Item::Value(Value::Array(values)) => {
-            for (index, value) in values.iter().enumerate() {
-                if let Some(table) = value.as_inline_table() {
-                    element_entries(table, value.span(), format!("{path}[{index}]"), out);
-                }
-            }
-        }
-        _ => {
-            if let Some(table) = item.as_table_like() {
-                table_entries(table, &format!("{path}."), out);
-            }
-        }
-    }
-}
-
-/// An array's table at `path`, itself an entry (it has no key of its own), and its keys.
-fn element_entries(
-    table: &dyn TableLike,
-    span: Option<Range<usize>>,
-    path: String,
-    out: &mut Vec<Entry>,
-) {
-    table_entries(table, &format!("{path}."), out);
-    if let Some(span) = span {
-        out.push(Entry { path, span });
     }
 }
