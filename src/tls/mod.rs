@@ -59,30 +59,31 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// The certificates in a PEM file.
-fn certificates(key: &'static str, path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = |what: String| TlsError::Pem {
+/// What is wrong with the PEM file `path` that config key `key` names.
+fn pem_error(key: &'static str, path: &str, what: impl std::fmt::Display) -> TlsError {
+    TlsError::Pem {
         key,
         path: path.to_owned(),
-        what,
-    };
+        what: what.to_string(),
+    }
+}
+
+/// The certificates in a PEM file.
+fn certificates(key: &'static str, path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = |what: &dyn std::fmt::Display| pem_error(key, path, what);
     let certs = CertificateDer::pem_file_iter(Path::new(path))
-        .map_err(|e| pem(e.to_string()))?
+        .map_err(|e| pem(&e))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| pem(e.to_string()))?;
+        .map_err(|e| pem(&e))?;
     if certs.is_empty() {
-        return Err(pem("no CERTIFICATE in it".to_owned()));
+        return Err(pem(&"no CERTIFICATE in it"));
     }
     Ok(certs)
 }
 
 /// The private key in a PEM file.
 fn private_key(path: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(Path::new(path)).map_err(|e| TlsError::Pem {
-        key: "listen.tls.key",
-        path: path.to_owned(),
-        what: e.to_string(),
-    })
+    PrivateKeyDer::from_pem_file(Path::new(path)).map_err(|e| pem_error("listen.tls.key", path, e))
 }
 
 /// The client-facing side: the mode, and what is offered, built from the certificate and
@@ -241,11 +242,7 @@ fn verified(ca: &str) -> Result<ClientConfig, TlsError> {
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     } else {
         for cert in certificates("backend.tls.ca", ca)? {
-            roots.add(cert).map_err(|e| TlsError::Pem {
-                key: "backend.tls.ca",
-                path: ca.to_owned(),
-                what: e.to_string(),
-            })?;
+            (roots.add(cert)).map_err(|e| pem_error("backend.tls.ca", ca, e))?;
         }
     }
     Ok(client_builder()
