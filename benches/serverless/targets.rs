@@ -80,7 +80,8 @@ pub async fn start(
 }
 
 /// pgbroker in transaction mode with `pool_size` server connections, caps out of the way
-/// (the harness measures the pool, not the per-function limits).
+/// (the harness measures the pool, not the per-function limits; the concurrency caps bound
+/// nothing by default).
 async fn pooled(
     cluster: &Cluster,
     pool_size: usize,
@@ -93,8 +94,7 @@ async fn pooled(
          max_client_connections = 19000\n\
          [backend]\nport = {pg}\nmax_concurrent_logins = {pool_size}\n\
          [pool]\nsize = {pool_size}\nborrow_timeout = \"{ms}ms\"\n\
-         [limits]\ndefault_function_concurrency = 10000\ndefault_account_concurrency = 10000\n\
-         default_function_clients = 100000\ndefault_function_waiting = 0\n\
+         [limits]\ndefault_function_clients = 100000\ndefault_function_waiting = 0\n\
          [[users]]\nname = \"broker\"\npassword = \"broker\"\n",
         pg = cluster.port(),
         ms = borrow_timeout.as_millis(),

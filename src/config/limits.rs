@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FunctionFrom {
-    /// The `application_name` startup parameter.
+    /// The `application_name` startup parameter; the login user when it is missing or empty.
     #[default]
     ApplicationName,
     /// The login user.
@@ -33,9 +33,10 @@ pub enum UnknownFunctions {
 pub struct Limits {
     /// What names the function of a connection.
     pub function_from: FunctionFrom,
-    /// Concurrency cap of a function whose account sets no other.
+    /// Concurrency cap of a function whose account sets no other; 0: no cap of its own
+    /// (the pool's size bounds it).
     pub default_function_concurrency: usize,
-    /// Concurrency cap of an account that sets none.
+    /// Concurrency cap of an account that sets none; 0: no cap of its own.
     pub default_account_concurrency: usize,
     /// Client connections open per function, unless the function sets its own.
     pub default_function_clients: usize,
@@ -51,8 +52,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             function_from: FunctionFrom::ApplicationName,
-            default_function_concurrency: 10,
-            default_account_concurrency: 50,
+            default_function_concurrency: 0,
+            default_account_concurrency: 0,
             default_function_clients: 1000,
             default_function_waiting: 100,
             max_tracked_functions: 1000,

@@ -35,14 +35,9 @@ fn key_paths(value: &toml::Value, prefix: &str, out: &mut Vec<String>) {
 }
 
 fn default_with_app_user() -> Config {
-    let default_account = super::Account {
-        max_concurrency: Some(50),
-        function_concurrency: Some(10),
-        ..super::Account::default()
-    };
     Config {
         users: vec![app_user()],
-        accounts: [("default".to_owned(), default_account)].into(),
+        accounts: [("default".to_owned(), super::Account::default())].into(),
         ..Config::default()
     }
 }

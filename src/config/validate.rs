@@ -114,16 +114,6 @@ fn health_user(config: &Config) -> Result<(), ConfigError> {
 fn limits(config: &Config) -> Result<(), ConfigError> {
     let l = &config.limits;
     at_least(
-        "limits.default_function_concurrency",
-        l.default_function_concurrency,
-        1,
-    )?;
-    at_least(
-        "limits.default_account_concurrency",
-        l.default_account_concurrency,
-        1,
-    )?;
-    at_least(
         "limits.default_function_clients",
         l.default_function_clients,
         1,

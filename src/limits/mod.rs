@@ -25,7 +25,9 @@ pub use stats::{AccountStats, FunctionStats, Rejected};
 /// Name shared by functions past `limits.max_tracked_functions`.
 pub const OTHER_FUNCTION: &str = "other";
 
-/// A concurrency cap: a fair semaphore and its current capacity.
+/// A concurrency cap: a fair semaphore and its current capacity (0: no cap of its own, the
+/// semaphore then holds as many permits as tokio allows, so it never makes anyone wait and
+/// still counts the slots in use).
 #[derive(Debug)]
 pub struct Cap {
     semaphore: Arc<Semaphore>,
@@ -34,20 +36,36 @@ pub struct Cap {
 
 impl Cap {
     fn new(capacity: usize) -> Cap {
+        let permits = if capacity == 0 {
+            Semaphore::MAX_PERMITS
+        } else {
+            capacity
+        };
         Cap {
-            semaphore: Arc::new(Semaphore::new(capacity)),
+            semaphore: Arc::new(Semaphore::new(permits)),
             capacity: AtomicUsize::new(capacity),
         }
     }
 
-    /// The cap's size now.
+    /// The cap's size now (0: no cap of its own).
     pub fn capacity(&self) -> usize {
         self.capacity.load(Ordering::Relaxed)
+    }
+
+    /// The cap's size now, or `None` when it has no cap of its own.
+    pub fn limit(&self) -> Option<usize> {
+        Some(self.capacity()).filter(|&n| n > 0)
     }
 
     /// Slots free now (for tests and gauges).
     pub fn available(&self) -> usize {
         self.semaphore.available_permits()
+    }
+
+    /// Slots taken now.
+    pub fn in_use(&self) -> usize {
+        let permits = self.limit().unwrap_or(Semaphore::MAX_PERMITS);
+        permits.saturating_sub(self.available())
     }
 
     async fn acquire(&self) -> Option<OwnedSemaphorePermit> {

@@ -15,8 +15,8 @@ pub struct FunctionStats {
     pub account: String,
     /// Function name.
     pub function: String,
-    /// Its concurrency cap.
-    pub cap: usize,
+    /// Its concurrency cap (`None`: no cap of its own, only the pool's).
+    pub cap: Option<usize>,
     /// Client connections open.
     pub clients: usize,
     /// Its client cap.
@@ -62,8 +62,8 @@ impl Rejected {
 pub struct AccountStats {
     /// Account name.
     pub account: String,
-    /// Its concurrency cap (all its functions together).
-    pub cap: usize,
+    /// Its concurrency cap, all its functions together (`None`: no cap of its own).
+    pub cap: Option<usize>,
     /// Slots of that cap in use.
     pub in_use: usize,
     /// Client connections open.
@@ -79,7 +79,7 @@ impl FunctionState {
         FunctionStats {
             account: account.to_owned(),
             function: self.name.clone(),
-            cap: self.cap.capacity(),
+            cap: self.cap.limit(),
             clients: self.clients.load(Ordering::Relaxed),
             max_clients: self.max_clients,
             waiting: self.waiting.load(Ordering::Relaxed),
@@ -142,11 +142,10 @@ impl Limits {
                     .map(|f| f.stats(&account.name))
                     .collect();
                 functions.sort_by(|a, b| a.function.cmp(&b.function));
-                let cap = account.cap.capacity();
                 AccountStats {
                     account: account.name.clone(),
-                    cap,
-                    in_use: cap.saturating_sub(account.cap.available()),
+                    cap: account.cap.limit(),
+                    in_use: account.cap.in_use(),
                     clients: account.clients.load(Ordering::Relaxed),
                     max_clients: account.max_clients,
                     functions,

@@ -124,3 +124,21 @@ async fn a_full_queue_refuses_at_once() {
     ));
     assert!(started.elapsed() < Duration::from_secs(1));
 }
+
+#[tokio::test]
+async fn by_default_no_cap_of_their_own_but_the_slots_are_counted() {
+    let limits = Limits::new(Arc::new(Config::default()), Arc::default());
+    let slot = limits.admit("acme", "orders").unwrap();
+    let mut held = Vec::new();
+    for _ in 0..500 {
+        let mut permits = Limits::acquire(&slot, Instant::now()).await.unwrap();
+        permits.borrowed();
+        held.push(permits);
+    }
+    let account = &limits.snapshot()[0];
+    assert_eq!((account.cap, account.in_use), (None, 500));
+    let orders = &account.functions[0];
+    assert_eq!((orders.cap, orders.active), (None, 500));
+    drop(held);
+    assert_eq!(limits.snapshot()[0].in_use, 0);
+}

@@ -183,7 +183,7 @@ async fn handshake(
         FunctionFrom::ApplicationName => startup
             .get("application_name")
             .filter(|a| !a.is_empty())
-            .unwrap_or("default"),
+            .unwrap_or(&user),
         FunctionFrom::User => user.as_str(),
     };
     summary.identity = Some((entry.account.clone(), function.to_owned()));

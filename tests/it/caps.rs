@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use pgbroker::config::{Account, Function, UnknownFunctions};
 use tokio_postgres::NoTls;
 
-use crate::common::{eventually, scalar, sqlstate, until_running, Harness};
+use crate::common::{
+    cluster, config_for, connect_url, eventually, scalar, sqlstate, until_running, Harness,
+};
+use crate::observe::http_get;
 
 fn acme(c: &mut pgbroker::Config, account_cap: usize, functions: &[(&str, usize)]) {
     c.users[0].account = Some("acme".into());
@@ -247,5 +250,85 @@ async fn the_user_can_name_the_function() {
             .message()
             .contains("function \"app\""),
         "{err}"
+    );
+}
+
+/// A broker on the shipped config.toml (its listener and backend aside), in front of a fresh
+/// cluster, and its pool.size.
+async fn shipped_harness() -> (Harness, usize) {
+    let cluster = cluster(100).await;
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
+    let mut config = pgbroker::Config::load(std::path::Path::new(shipped)).unwrap();
+    let test = config_for(&cluster);
+    (config.listen, config.backend) = (test.listen, test.backend);
+    let size = config.pool.size;
+    (Harness::with_config(cluster, config).await, size)
+}
+
+/// With the shipped config.toml, one application whose clients send no application_name
+/// (most Lambda functions) runs on every server connection of the pool, without a 53300,
+/// and counts as the function named after its user.
+#[tokio::test]
+async fn with_the_shipped_defaults_a_lone_application_gets_the_whole_pool() {
+    let (h, size) = shipped_harness().await;
+    let url = format!(
+        "host=127.0.0.1 port={} user=app password=app dbname=app",
+        h.addr.port()
+    );
+    const SLEEP: &str = "SELECT pg_sleep(1.5)";
+    let tasks: Vec<_> = (0..2 * size)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let client = connect_url(&url).await.unwrap();
+                client.simple_query(SLEEP).await.map(drop)
+            })
+        })
+        .collect();
+    let direct = h.direct().await;
+    let running = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query = '{SLEEP}'"
+    );
+    let peak = std::cell::Cell::new(0);
+    let all_busy = eventually(Duration::from_secs(5), || async {
+        let now: usize = scalar(&direct, &running).await.parse().unwrap();
+        peak.set(peak.get().max(now));
+        now == size
+    })
+    .await;
+    assert!(
+        all_busy,
+        "at most {} of the pool's {size} server connections ran at once",
+        peak.get()
+    );
+    one_uncapped_function_named_after_its_user(&h, size).await;
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert!(h.server_connections(&direct).await <= size as i64);
+}
+
+/// /status while `2 * size` clients of user app without application_name run: one account
+/// and one function, `app`, neither capped, half of its transactions active.
+async fn one_uncapped_function_named_after_its_user(h: &Harness, size: usize) {
+    let (_, body) = http_get(h.metrics.unwrap(), "/status").await;
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let account = &status["accounts"][0];
+    assert_eq!(
+        (&account["account"], &account["cap"]),
+        (&"default".into(), &serde_json::Value::Null)
+    );
+    let functions = account["functions"].as_array().unwrap();
+    assert_eq!(functions.len(), 1, "{functions:?}");
+    let f = &functions[0];
+    assert_eq!(
+        (&f["function"], &f["cap"], &f["clients"]),
+        (&"app".into(), &serde_json::Value::Null, &(2 * size).into()),
+        "no application_name: the function is the user's name"
+    );
+    assert_eq!(
+        (&f["active"], &f["waiting"]),
+        (&size.into(), &size.into()),
+        "the other half waits for the pool, not for a cap"
     );
 }

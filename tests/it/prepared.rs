@@ -415,11 +415,7 @@ async fn each_server_keeps_a_bounded_lru_of_statements() {
 
 #[tokio::test]
 async fn pgbench_prepared_mode_through_a_small_pool() {
-    let h = Harness::start(|c| {
-        c.pool.size = 8;
-        c.limits.default_function_concurrency = 50;
-    })
-    .await;
+    let h = Harness::start(|c| c.pool.size = 8).await;
     let (ok, out) = run(&h, "pgbench", &["-i", "-s", "1", "-q"], "").await;
     assert!(ok, "pgbench -i: {out}");
     let direct = h.direct().await;

@@ -23,8 +23,6 @@ async fn a_burst_past_max_connections_finishes_without_errors() {
             cheap_logins(c);
             c.pool.size = 60;
             c.pool.borrow_timeout = Duration::from_secs(60);
-            c.limits.default_function_concurrency = 200;
-            c.limits.default_account_concurrency = 200;
             c.limits.default_function_waiting = 0;
         })
         .await,
