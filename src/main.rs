@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use pgbroker::config::Checked;
 use pgbroker::sandbox::{self, Cluster, ClusterOptions};
 use pgbroker::{Broker, Config};
 
@@ -29,11 +30,16 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Validate the config and print the effective config (passwords redacted); exit 0 or 1.
+    /// Validate the config and print the effective config (passwords redacted); exit 1 on
+    /// an error, 0 otherwise, with a warning on stderr for what looks like a mistake.
     Check {
         /// Path of the configuration file.
         #[arg(long, default_value = "config.toml")]
         config: PathBuf,
+        /// Also run the backend check once (as /readyz does) and compare pool.size with the
+        /// server's max_connections; exit 1 when the check fails.
+        #[arg(long)]
+        online: bool,
     },
     /// Run a throwaway Postgres (needs initdb and pg_ctl) with pgbroker in front of it on
     /// the config's listen address (127.0.0.1:6432 by default) until Ctrl-C; the config
@@ -62,7 +68,7 @@ fn main() -> std::process::ExitCode {
     init_logs(cli.log_format);
     let result = match cli.command {
         None => runtime().and_then(|rt| rt.block_on(run(&cli.config))),
-        Some(Command::Check { config }) => check(&config),
+        Some(Command::Check { config, online }) => check(&config, online),
         Some(Command::Demo { config }) => runtime().and_then(|rt| rt.block_on(demo(&config))),
         Some(Command::ScramSecret { iterations }) => scram_secret(iterations),
     };
@@ -139,12 +145,15 @@ async fn signal() {
     }
 }
 
-fn check(path: &Path) -> anyhow::Result<()> {
-    let mut config = Config::load(path)?;
-    config.validate()?;
-    if config.users.is_empty() {
-        eprintln!("pgbroker: warning: no [[users]]: no client can log in");
+fn check(path: &Path, online: bool) -> anyhow::Result<()> {
+    let mut checked = Config::check(path)?;
+    if online {
+        runtime()?.block_on(check_online(&mut checked))?;
     }
+    for warning in &checked.warnings {
+        eprintln!("pgbroker: warning: {warning}");
+    }
+    let mut config = checked.config;
     for user in &mut config.users {
         user.password = "<redacted>".into();
     }
@@ -152,6 +161,24 @@ fn check(path: &Path) -> anyhow::Result<()> {
         auth.password = "<redacted>".into();
     }
     print!("{}", config.to_toml());
+    Ok(())
+}
+
+/// Runs the backend check once and compares the pool with what Postgres allows.
+async fn check_online(checked: &mut Checked) -> anyhow::Result<()> {
+    let probe = pgbroker::server::backend_probe(&checked.config)?;
+    let counts = probe
+        .check()
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("--online: the backend check failed")?;
+    match counts {
+        Some(c) => checked.against_server(c.max_connections, c.reserved),
+        None => eprintln!(
+            "pgbroker: --online: reached the backend, but could not ask its max_connections ({})",
+            probe.describe()
+        ),
+    }
     Ok(())
 }
 

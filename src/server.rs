@@ -286,6 +286,15 @@ async fn reload_on_hangup(shared: Arc<Shared>, stop: CancellationToken) {
     }
 }
 
+/// The backend check `/readyz` runs for `config` (`pgbroker check --online` runs it once).
+pub fn backend_probe(config: &Config) -> Result<Probe, Error> {
+    Ok(Probe::from_config(
+        config,
+        &users(config)?,
+        &backend(config)?,
+    ))
+}
+
 /// Where the pools log in, and how.
 fn backend(config: &Config) -> Result<BackendAddr, Error> {
     Ok(BackendAddr {

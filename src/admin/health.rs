@@ -20,12 +20,26 @@ use crate::metrics::Metrics;
 use crate::pool::BackendAddr;
 
 /// The check's query: as light as `SELECT 1`, and it says how close Postgres is to its
-/// connection limit.
+/// connection limit (and how much of it only superusers may use; `reserved_connections` is
+/// Postgres 16's).
 const CHECK_SQL: &str = "SELECT (SELECT count(*) FROM pg_stat_activity \
-     WHERE backend_type = 'client backend'), current_setting('max_connections')";
+     WHERE backend_type = 'client backend'), current_setting('max_connections'), \
+     current_setting('superuser_reserved_connections')::int \
+     + coalesce(current_setting('reserved_connections', true), '0')::int";
 
 /// The application_name of the check's connections in pg_stat_activity.
 pub const HEALTH_APPLICATION_NAME: &str = "pgbroker health check";
+
+/// What the check reads from Postgres.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendCounts {
+    /// Client backends on Postgres (everyone's).
+    pub connections: usize,
+    /// Its `max_connections`.
+    pub max_connections: usize,
+    /// Of those, the connections only superusers may open.
+    pub reserved: usize,
+}
 
 /// How the backend is checked.
 #[derive(Debug, Clone)]
@@ -93,9 +107,9 @@ impl Probe {
         }
     }
 
-    /// Runs the check once: Postgres' connection count and max_connections when it
-    /// logged in; the error says what failed.
-    async fn check(&self) -> Result<Option<(f64, f64)>, String> {
+    /// Runs the check once: Postgres' connection counts when it logged in (and could read
+    /// them); the error says what failed.
+    pub async fn check(&self) -> Result<Option<BackendCounts>, String> {
         match self {
             Probe::Login(target) => {
                 let mut conn = ServerConn::connect(target)
@@ -109,8 +123,13 @@ impl Probe {
                         return Err(format!("the check query did not answer within {after:?}"));
                     }
                 };
-                let number = |i: usize| -> Option<f64> { row.get(i)?.as_deref()?.parse().ok() };
-                Ok(number(0).zip(number(1)))
+                let number = |i: usize| -> Option<usize> { row.get(i)?.as_deref()?.parse().ok() };
+                let counts = number(0).zip(number(1));
+                Ok(counts.map(|(connections, max_connections)| BackendCounts {
+                    connections,
+                    max_connections,
+                    reserved: number(2).unwrap_or(0),
+                }))
             }
             Probe::Connect { addr, timeout } => {
                 match tokio::time::timeout(*timeout, TcpStream::connect(addr)).await {
@@ -174,12 +193,13 @@ impl Health {
     }
 
     /// Keeps the outcome of a check; logs only when the backend's state changes.
-    fn record(&self, outcome: Result<Option<(f64, f64)>, String>) {
+    fn record(&self, outcome: Result<Option<BackendCounts>, String>) {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         match outcome {
             Ok(counts) => {
-                if let Some((connections, max)) = counts {
-                    self.metrics.backend_connections(connections, max);
+                if let Some(c) = counts {
+                    let max = c.max_connections as f64;
+                    self.metrics.backend_connections(c.connections as f64, max);
                 }
                 if let Some(error) = state.last_error.take() {
                     tracing::info!(%error, "backend check succeeded again");

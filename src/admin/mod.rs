@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 use crate::limits::Limits;
 use crate::metrics::{Metrics, UPKEEP_INTERVAL};
 use crate::pool::Pools;
-pub use health::{Health, Probe};
+pub use health::{BackendCounts, Health, Probe};
 
 /// HTTP connections served at once; past it new ones are closed at once, so a probe fails
 /// fast instead of hanging in the backlog.

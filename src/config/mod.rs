@@ -19,6 +19,7 @@ pub use listen::{Backend, Listen};
 pub use reaper::Reaper;
 pub use tls::{BackendTls, BackendTlsMode, ListenTls, ListenTlsMode};
 mod validate;
+mod warnings;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ use std::{fmt, fs};
 use serde::{Deserialize, Serialize};
 
 pub use validate::Reason;
+pub use warnings::{Checked, Doubt, Warning};
 
 /// Prefix of a SCRAM-SHA-256 secret stored as a password (the `pg_authid` format).
 pub const SCRAM_PREFIX: &str = "SCRAM-SHA-256$";
@@ -199,10 +201,7 @@ pub enum ConfigError {
 impl Config {
     /// Reads, parses and validates the config file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = read(path)?;
         Self::parse_in(&text, path.parent()).map_err(|err| err.with_path(path))
     }
 
@@ -306,6 +305,14 @@ impl ConfigError {
         }
         self
     }
+}
+
+/// The text of the config file at `path`.
+fn read(path: &Path) -> Result<String, ConfigError> {
+    fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Wraps toml's error, adding the dotted key it points into.

@@ -30,6 +30,11 @@ fn check_accepts_the_shipped_configs_and_rejects_unknown_keys() {
         );
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains("borrow_timeout"), "{stdout}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "",
+            "{file}: no warning"
+        );
         assert!(
             stdout.contains("<redacted>") && !stdout.contains("password = \"app\""),
             "{stdout}"
@@ -274,4 +279,104 @@ fn check_prints_no_secret_of_users_or_the_auth_user() {
     );
     assert_eq!(stdout.matches("<redacted>").count(), 2, "{stdout}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `pgbroker check` (with `args`) on a config of `text`, in a directory of its own.
+async fn check_text(name: &str, text: &str, args: &[&str]) -> std::process::Output {
+    let dir = std::env::temp_dir().join(format!("pgbroker-check-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(&config, text).unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .args(["check", "--config", config.to_str().unwrap()])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    out
+}
+
+/// Warnings name the key and its line, go to stderr, and leave the exit status 0; an error
+/// beside them still exits 1.
+#[tokio::test]
+async fn check_warns_of_what_cannot_be_meant_and_exits_zero() {
+    let text = "[[users]]\nname = \"app\"\npassword = \"app\"\naccount = \"shpo\"\n\n\
+                [accounts.shop]\nmax_concurrency = 5\n\n\
+                [accounts.shop.functions.orders]\nmax_concurrency = 8\n";
+    let out = check_text("warn", text, &[]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[accounts.shop]"));
+    let warnings: Vec<&str> = stderr.lines().collect();
+    assert_eq!(warnings.len(), 2, "{stderr}");
+    assert!(
+        warnings[0].starts_with("pgbroker: warning: ")
+            && warnings[0].contains("config.toml line 4: `users[0].account` is \"shpo\""),
+        "{stderr}"
+    );
+    assert!(
+        warnings[1].contains(
+            "line 10: `accounts.shop.functions.orders.max_concurrency` is 8, above its account's cap of 5"
+        ),
+        "{stderr}"
+    );
+    let out = check_text("nologin", "[pool]\nsize = 4\n", &[]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("no [[users]] and no [auth]"), "{stderr}");
+    let out = check_text("error", &format!("{text}[pool]\nsize = 0\n"), &[]).await;
+    assert_eq!(out.status.code(), Some(1));
+}
+
+/// `check --online` logs in as the backend check does and compares `pool.size` with the
+/// connections Postgres lets the role open, found by opening them.
+#[tokio::test]
+async fn check_online_compares_the_pool_with_what_postgres_allows() {
+    let cluster = cluster(12).await;
+    let url = format!(
+        "host=127.0.0.1 port={} user=app password=app dbname=app",
+        cluster.port()
+    );
+    let mut open = Vec::new();
+    while let Ok(client) = connect_url(&url).await {
+        open.push(client);
+        assert!(open.len() < 100, "Postgres kept accepting");
+    }
+    let allowed = open.len();
+    drop(open);
+    let config = |size: usize| {
+        format!(
+            "[backend]\nport = {}\n[pool]\nsize = {size}\n\
+             [[users]]\nname = \"app\"\npassword = \"app\"\n",
+            cluster.port()
+        )
+    };
+    let out = check_text("online-fits", &config(allowed), &["--online"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        (out.status.code(), stderr.as_ref()),
+        (Some(0), ""),
+        "{allowed} fit"
+    );
+    let out = check_text("online-over", &config(allowed + 1), &["--online"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let expected = format!(
+        "line 4: `pool.size` is {}, but Postgres allows {allowed} connections",
+        allowed + 1
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    // Without --online nothing asks the server.
+    let out = check_text("offline", &config(allowed + 1), &[]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    let nobody = pgbroker::sandbox::free_port().unwrap();
+    let unreachable = config(4).replace(&cluster.port().to_string(), &nobody.to_string());
+    let out = check_text("online-down", &unreachable, &["--online"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--online: the backend check failed"),
+        "{stderr}"
+    );
 }
