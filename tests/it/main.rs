@@ -13,7 +13,6 @@ mod differential;
 mod drivers;
 mod endings;
 mod extended;
-mod fuzz;
 mod observe;
 mod passthrough;
 mod pooling;

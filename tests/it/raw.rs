@@ -15,7 +15,12 @@ pub async fn raw_login(h: &Harness) -> tokio::net::TcpStream {
 /// [`raw_login`], also returning the cancel key (pid, secret) the broker sent in its
 /// BackendKeyData.
 pub async fn raw_login_with_key(h: &Harness) -> (tokio::net::TcpStream, (i32, i32)) {
-    let mut raw = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    raw_login_at(h.addr).await
+}
+
+/// [`raw_login_with_key`] to a broker listening on `addr` (one not started by a [`Harness`]).
+pub async fn raw_login_at(addr: std::net::SocketAddr) -> (tokio::net::TcpStream, (i32, i32)) {
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
     send_startup(&mut raw, 0, b"user\0app\0database\0app\0\0").await;
     let mut request = [0u8; 9];
     raw.read_exact(&mut request).await.unwrap();
